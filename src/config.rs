@@ -1,0 +1,349 @@
+//! Configuration: function environment for defaults, tags on a token secret
+//! for per-target overrides (SPEC "Configuration"). Everything is validated
+//! before anything is written anywhere.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::types::{printable, Endpoint, SecretId, TenantUrl, ABM_TENANT_URL};
+
+pub const ENV_SECRET_IDS: &str = "SCIM_RELAY_SECRET_IDS";
+pub const ENV_TENANT_ID: &str = "ENTRA_TENANT_ID";
+pub const ENV_CLIENT_ID: &str = "ENTRA_CLIENT_ID";
+pub const ENV_CLIENT_SECRET_ID: &str = "ENTRA_CLIENT_SECRET_ID";
+pub const ENV_SP_ID: &str = "ENTRA_SERVICE_PRINCIPAL_ID";
+pub const ENV_JOB_ID: &str = "ENTRA_JOB_ID";
+pub const ENV_TENANT_URL: &str = "SCIM_TENANT_URL";
+pub const ENV_WARNING_DAYS: &str = "EXPIRY_WARNING_DAYS";
+pub const ENV_ALERT_TOPIC: &str = "ALERT_TOPIC_ARN";
+pub const ENV_GRAPH_ENDPOINT: &str = "GRAPH_ENDPOINT";
+pub const ENV_LOGIN_ENDPOINT: &str = "LOGIN_ENDPOINT";
+pub const ENV_DRY_RUN: &str = "DRY_RUN";
+pub const ENV_CONCURRENCY: &str = "SCIM_RELAY_CONCURRENCY";
+
+/// Every environment variable the binary reads (the template test checks them).
+pub const ENV_VARS: &[&str] = &[
+    ENV_SECRET_IDS,
+    ENV_TENANT_ID,
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET_ID,
+    ENV_SP_ID,
+    ENV_JOB_ID,
+    ENV_TENANT_URL,
+    ENV_WARNING_DAYS,
+    ENV_ALERT_TOPIC,
+    ENV_GRAPH_ENDPOINT,
+    ENV_LOGIN_ENDPOINT,
+    ENV_DRY_RUN,
+    ENV_CONCURRENCY,
+];
+
+pub const TAG_TENANT_ID: &str = "scim-relay:tenant-id";
+pub const TAG_CLIENT_ID: &str = "scim-relay:client-id";
+pub const TAG_CLIENT_SECRET_ID: &str = "scim-relay:client-secret-id";
+pub const TAG_SP_ID: &str = "scim-relay:service-principal-id";
+pub const TAG_JOB_ID: &str = "scim-relay:job-id";
+pub const TAG_TENANT_URL: &str = "scim-relay:tenant-url";
+pub const TAG_WARNING_DAYS: &str = "scim-relay:warning-days";
+
+/// A setting that is missing or malformed, named by its env var and tag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}{target}: {reason}")]
+pub struct ConfigError {
+    pub setting: String,
+    /// ` for target NAME`, or empty for a function-wide setting.
+    pub target: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn global(setting: &str, reason: impl Into<String>) -> Self {
+        Self { setting: setting.to_owned(), target: String::new(), reason: reason.into() }
+    }
+}
+
+/// The function-wide settings from the environment.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub secret_ids: Vec<SecretId>,
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_id: Option<String>,
+    pub service_principal_id: Option<String>,
+    pub job_id: Option<String>,
+    pub tenant_url: Option<String>,
+    pub warning_days: Option<String>,
+    pub alert_topic_arn: Option<String>,
+    pub graph_endpoint: Endpoint,
+    pub login_endpoint: Endpoint,
+    pub dry_run: bool,
+    pub concurrency: usize,
+}
+
+/// Everything needed to manage one target, fully validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    pub secret_id: SecretId,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret_id: SecretId,
+    pub service_principal_id: String,
+    pub job_id: Option<String>,
+    pub tenant_url: TenantUrl,
+    pub warning_days: u32,
+}
+
+fn non_empty(vars: &HashMap<String, String>, key: &str) -> Option<String> {
+    vars.get(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn parse_bool(setting: &str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "0" | "no" => Ok(false),
+        "true" | "1" | "yes" => Ok(true),
+        _ => Err(ConfigError::global(setting, format!("`{}` is not true or false", printable(raw)))),
+    }
+}
+
+impl Defaults {
+    /// Reads the process environment.
+    pub fn from_process_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let ids = non_empty(vars, ENV_SECRET_IDS).ok_or_else(|| {
+            ConfigError::global(ENV_SECRET_IDS, "is required: a comma-separated list of token secret names or ARNs")
+        })?;
+        let mut secret_ids: Vec<SecretId> = Vec::new();
+        for part in ids.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let id = SecretId::parse(part).map_err(|e| ConfigError::global(ENV_SECRET_IDS, format!("entry {e}")))?;
+            if secret_ids.iter().any(|s| s.matches(id.as_str())) {
+                return Err(ConfigError::global(ENV_SECRET_IDS, format!("`{id}` is listed twice")));
+            }
+            secret_ids.push(id);
+        }
+        if secret_ids.is_empty() {
+            return Err(ConfigError::global(ENV_SECRET_IDS, "lists no secret"));
+        }
+        let endpoint = |key: &str, default: &str| {
+            Endpoint::parse(&non_empty(vars, key).unwrap_or_else(|| default.to_owned()))
+                .map_err(|e| ConfigError::global(key, e))
+        };
+        let concurrency = match non_empty(vars, ENV_CONCURRENCY) {
+            None => 4,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=64).contains(&n) => n,
+                _ => return Err(ConfigError::global(ENV_CONCURRENCY, format!("`{}` is not a whole number from 1 to 64", printable(&v)))),
+            },
+        };
+        let defaults = Self {
+            secret_ids,
+            tenant_id: non_empty(vars, ENV_TENANT_ID),
+            client_id: non_empty(vars, ENV_CLIENT_ID),
+            client_secret_id: non_empty(vars, ENV_CLIENT_SECRET_ID),
+            service_principal_id: non_empty(vars, ENV_SP_ID),
+            job_id: non_empty(vars, ENV_JOB_ID),
+            tenant_url: non_empty(vars, ENV_TENANT_URL),
+            warning_days: non_empty(vars, ENV_WARNING_DAYS),
+            alert_topic_arn: non_empty(vars, ENV_ALERT_TOPIC),
+            graph_endpoint: endpoint(ENV_GRAPH_ENDPOINT, "https://graph.microsoft.com")?,
+            login_endpoint: endpoint(ENV_LOGIN_ENDPOINT, "https://login.microsoftonline.com")?,
+            dry_run: parse_bool(ENV_DRY_RUN, vars.get(ENV_DRY_RUN).map(String::as_str).unwrap_or(""))?,
+            concurrency,
+        };
+        if let Some(arn) = &defaults.alert_topic_arn {
+            let ok = arn.starts_with("arn:") && arn.split(':').nth(2) == Some("sns") && arn.split(':').count() == 6;
+            if !ok {
+                return Err(ConfigError::global(ENV_ALERT_TOPIC, format!("`{}` is not an SNS topic ARN", printable(arn))));
+            }
+        }
+        // Function-wide values are checked now, so a typo fails every
+        // invocation at once rather than one target at a time.
+        let probe = Self::resolve_fields(&defaults, &BTreeMap::new());
+        for (setting, value, check) in probe {
+            if let Some(v) = value {
+                check(&v).map_err(|e| ConfigError::global(setting, e))?;
+            }
+        }
+        Ok(defaults)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn resolve_fields(
+        &self,
+        tags: &BTreeMap<String, String>,
+    ) -> Vec<(&'static str, Option<String>, fn(&str) -> Result<(), String>)> {
+        let pick = |tag: &str, env: &Option<String>| {
+            tags.get(tag).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).or_else(|| env.clone())
+        };
+        vec![
+            (ENV_TENANT_ID, pick(TAG_TENANT_ID, &self.tenant_id), check_tenant_id),
+            (ENV_CLIENT_ID, pick(TAG_CLIENT_ID, &self.client_id), check_guid),
+            (ENV_CLIENT_SECRET_ID, pick(TAG_CLIENT_SECRET_ID, &self.client_secret_id), |v| SecretId::parse(v).map(drop)),
+            (ENV_SP_ID, pick(TAG_SP_ID, &self.service_principal_id), check_guid),
+            (ENV_JOB_ID, pick(TAG_JOB_ID, &self.job_id), check_job_id),
+            (ENV_TENANT_URL, pick(TAG_TENANT_URL, &self.tenant_url), |v| TenantUrl::parse(v).map(drop)),
+            (ENV_WARNING_DAYS, pick(TAG_WARNING_DAYS, &self.warning_days), |v| parse_warning_days(v).map(drop)),
+        ]
+    }
+
+    /// The settings for one target: its tags override the environment.
+    pub fn for_target(&self, secret_id: &SecretId, tags: &BTreeMap<String, String>) -> Result<TargetConfig, ConfigError> {
+        let err = |setting: &str, reason: String| {
+            let tag = tag_for(setting).map(|t| format!(" (tag {t})")).unwrap_or_default();
+            ConfigError { setting: format!("{setting}{tag}"), target: format!(" for target {secret_id}"), reason }
+        };
+        let mut values: HashMap<&str, Option<String>> = HashMap::new();
+        for (setting, value, check) in self.resolve_fields(tags) {
+            if let Some(v) = &value {
+                check(v).map_err(|e| err(setting, e))?;
+            }
+            values.insert(setting, value);
+        }
+        let mut required = |setting: &'static str| {
+            values.remove(setting).flatten().ok_or_else(|| err(setting, "is required".into()))
+        };
+        let tenant_id = required(ENV_TENANT_ID)?;
+        let client_id = required(ENV_CLIENT_ID)?;
+        let client_secret_id = SecretId::parse(&required(ENV_CLIENT_SECRET_ID)?).map_err(|e| err(ENV_CLIENT_SECRET_ID, e))?;
+        let service_principal_id = required(ENV_SP_ID)?;
+        let job_id = values.remove(ENV_JOB_ID).flatten();
+        let tenant_url = values.remove(ENV_TENANT_URL).flatten().unwrap_or_else(|| ABM_TENANT_URL.to_owned());
+        let tenant_url = TenantUrl::parse(&tenant_url).map_err(|e| err(ENV_TENANT_URL, e))?;
+        let warning_days = match values.remove(ENV_WARNING_DAYS).flatten() {
+            Some(v) => parse_warning_days(&v).map_err(|e| err(ENV_WARNING_DAYS, e))?,
+            None => 30,
+        };
+        Ok(TargetConfig {
+            secret_id: secret_id.clone(),
+            tenant_id,
+            client_id,
+            client_secret_id,
+            service_principal_id,
+            job_id,
+            tenant_url,
+            warning_days,
+        })
+    }
+
+    /// The configured target that `id` (a name or ARN) names, if any.
+    pub fn target_named(&self, id: &str) -> Option<&SecretId> {
+        self.secret_ids.iter().find(|s| s.matches(id) || SecretId::parse(id).is_ok_and(|o| o.matches(s.as_str())))
+    }
+}
+
+fn tag_for(setting: &str) -> Option<&'static str> {
+    Some(match setting {
+        ENV_TENANT_ID => TAG_TENANT_ID,
+        ENV_CLIENT_ID => TAG_CLIENT_ID,
+        ENV_CLIENT_SECRET_ID => TAG_CLIENT_SECRET_ID,
+        ENV_SP_ID => TAG_SP_ID,
+        ENV_JOB_ID => TAG_JOB_ID,
+        ENV_TENANT_URL => TAG_TENANT_URL,
+        ENV_WARNING_DAYS => TAG_WARNING_DAYS,
+        _ => return None,
+    })
+}
+
+fn check_guid(v: &str) -> Result<(), String> {
+    let groups: Vec<&str> = v.split('-').collect();
+    let ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{}` is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", printable(v)))
+    }
+}
+
+fn check_tenant_id(v: &str) -> Result<(), String> {
+    let domain = v.contains('.')
+        && v.len() <= 253
+        && v.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if domain || check_guid(v).is_ok() {
+        Ok(())
+    } else {
+        Err(format!("`{}` is neither a tenant GUID nor a domain like contoso.onmicrosoft.com", printable(v)))
+    }
+}
+
+fn check_job_id(v: &str) -> Result<(), String> {
+    if v.len() <= 256 && v.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) {
+        Ok(())
+    } else {
+        Err(format!("`{}` is not a provisioning job ID (letters, digits, `.`, `-`, `_`)", printable(v)))
+    }
+}
+
+fn parse_warning_days(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if (1..=365).contains(&n) => Ok(n),
+        _ => Err(format!("`{}` is not a whole number of days from 1 to 365", printable(v))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUID: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn vars(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut v: HashMap<String, String> = [
+            (ENV_SECRET_IDS, "scim-relay/abm, scim-relay/asm"),
+            (ENV_TENANT_ID, GUID),
+            (ENV_CLIENT_ID, GUID),
+            (ENV_CLIENT_SECRET_ID, "scim-relay/graph"),
+            (ENV_SP_ID, GUID),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, val) in extra {
+            v.insert(k.to_string(), val.to_string());
+        }
+        v
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let d = Defaults::from_vars(&vars(&[])).unwrap();
+        assert_eq!(d.secret_ids.len(), 2);
+        let id = d.secret_ids[1].clone();
+        let t = d.for_target(&id, &BTreeMap::new()).unwrap();
+        assert_eq!(t.tenant_url.as_str(), ABM_TENANT_URL);
+        assert_eq!(t.warning_days, 30);
+        let tags: BTreeMap<String, String> = [
+            (TAG_TENANT_URL.to_string(), crate::types::ASM_TENANT_URL.to_string()),
+            (TAG_WARNING_DAYS.to_string(), "14".to_string()),
+            (TAG_JOB_ID.to_string(), "Apple.abc.def".to_string()),
+        ]
+        .into();
+        let t = d.for_target(&id, &tags).unwrap();
+        assert_eq!((t.warning_days, t.job_id.as_deref()), (14, Some("Apple.abc.def")));
+    }
+
+    #[test]
+    fn errors_name_setting_and_target() {
+        let e = Defaults::from_vars(&vars(&[(ENV_SECRET_IDS, "")])).unwrap_err();
+        assert_eq!(e.setting, ENV_SECRET_IDS);
+        let e = Defaults::from_vars(&vars(&[(ENV_WARNING_DAYS, "thirty")])).unwrap_err();
+        assert!(e.to_string().starts_with("EXPIRY_WARNING_DAYS: `thirty`"), "{e}");
+        let e = Defaults::from_vars(&vars(&[(ENV_GRAPH_ENDPOINT, "http://graph.microsoft.com")])).unwrap_err();
+        assert_eq!(e.setting, ENV_GRAPH_ENDPOINT);
+        let mut v = vars(&[]);
+        v.remove(ENV_SP_ID);
+        let d = Defaults::from_vars(&v).unwrap();
+        let e = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ENTRA_SERVICE_PRINCIPAL_ID (tag scim-relay:service-principal-id) for target scim-relay/abm: is required"
+        );
+        let tags: BTreeMap<String, String> = [(TAG_CLIENT_ID.to_string(), "nope".to_string())].into();
+        let d = Defaults::from_vars(&vars(&[])).unwrap();
+        let e = d.for_target(&d.secret_ids[0], &tags).unwrap_err();
+        assert!(e.to_string().contains("ENTRA_CLIENT_ID (tag scim-relay:client-id) for target scim-relay/abm"), "{e}");
+        assert!(Defaults::from_vars(&vars(&[(ENV_DRY_RUN, "maybe")])).is_err());
+        assert!(Defaults::from_vars(&vars(&[(ENV_SECRET_IDS, "a,a")])).is_err());
+    }
+}

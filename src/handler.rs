@@ -1,0 +1,230 @@
+//! The Lambda event layer: decode an event into a request, refuse anything
+//! else with a clear error. Our own types, not aws_lambda_events: those are
+//! non-exhaustive and the schedule/CloudTrail shapes vary.
+
+use serde_json::{Map, Value};
+
+use crate::config::Defaults;
+use crate::relay::{RunRequest, Targets};
+use crate::renew::{Action, Options};
+use crate::types::printable;
+
+/// What an event asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Run(RunRequest),
+    /// A valid event that needs nothing from us (logged).
+    Ignore(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("refused the invocation payload: {0}")]
+pub struct EventError(pub String);
+
+fn err(msg: impl Into<String>) -> EventError {
+    EventError(msg.into())
+}
+
+/// Decodes an invocation payload.
+pub fn decode(payload: &Value, defaults: &Defaults) -> Result<Decoded, EventError> {
+    let Value::Object(obj) = payload else {
+        return Err(err(format!(
+            "expected a JSON object (an EventBridge event or {{\"action\": ...}}), got {}",
+            kind_of(payload)
+        )));
+    };
+    if obj.contains_key("detail-type") || obj.contains_key("source") {
+        return decode_eventbridge(obj, defaults);
+    }
+    decode_on_demand(obj, defaults)
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn decode_on_demand(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Decoded, EventError> {
+    let unknown: Vec<String> = obj
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "action" | "secret_id" | "dry_run" | "force"))
+        .map(|k| format!("`{}`", printable(k)))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(err(format!(
+            "unknown key(s) {}; an on-demand payload has only `action`, `secret_id`, `dry_run` and `force`",
+            unknown.join(", ")
+        )));
+    }
+    let action = match obj.get("action") {
+        None | Some(Value::Null) => Action::Sync,
+        Some(Value::String(s)) => match s.as_str() {
+            "sync" => Action::Sync,
+            "check" => Action::Check,
+            "validate" => Action::Validate,
+            "apply" => Action::Apply,
+            other => {
+                return Err(err(format!(
+                    "unknown action `{}`; use sync, check, validate or apply",
+                    printable(other)
+                )))
+            }
+        },
+        Some(v) => return Err(err(format!("`action` must be a string, got {}", kind_of(v)))),
+    };
+    let flag = |key: &str| match obj.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(err(format!("`{key}` must be true or false, got {}", kind_of(v)))),
+    };
+    let opts = Options { dry_run: flag("dry_run")? || defaults.dry_run, force: flag("force")? };
+    if opts.force && matches!(action, Action::Check | Action::Validate) {
+        return Err(err(format!("`force` has no meaning for `{}`; use it with `apply`", action_name(action))));
+    }
+    let targets = match obj.get("secret_id") {
+        None | Some(Value::Null) => Targets::All,
+        Some(Value::String(s)) => Targets::One(target(defaults, s).ok_or_else(|| {
+            err(format!(
+                "`{}` is not one of the configured targets (SCIM_RELAY_SECRET_IDS: {})",
+                printable(s),
+                defaults.secret_ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?),
+        Some(v) => return Err(err(format!("`secret_id` must be a string, got {}", kind_of(v)))),
+    };
+    Ok(Decoded::Run(RunRequest { action, targets, opts }))
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Sync => "sync",
+        Action::Check => "check",
+        Action::Validate => "validate",
+        Action::Apply => "apply",
+    }
+}
+
+fn target(defaults: &Defaults, id: &str) -> Option<crate::types::SecretId> {
+    defaults.target_named(id).cloned()
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+fn decode_eventbridge(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Decoded, EventError> {
+    let source = obj.get("source").and_then(Value::as_str).unwrap_or_default();
+    let detail_type = obj.get("detail-type").and_then(Value::as_str).unwrap_or_default();
+    let event = Value::Object(obj.clone());
+    let sync_all = || Decoded::Run(RunRequest { action: Action::Sync, targets: Targets::All, opts: Options { dry_run: defaults.dry_run, force: false } });
+    let sync_one = |id: crate::types::SecretId| {
+        Decoded::Run(RunRequest { action: Action::Sync, targets: Targets::One(id), opts: Options { dry_run: defaults.dry_run, force: false } })
+    };
+    match (source, detail_type) {
+        ("aws.scheduler", _) | ("aws.events", "Scheduled Event") => Ok(sync_all()),
+        ("aws.secretsmanager", "Secret Label Updated") => {
+            let label = str_at(&event, &["detail", "labelUpdated"]).ok_or_else(|| err("a Secret Label Updated event without detail.labelUpdated"))?;
+            let name = str_at(&event, &["detail", "name"]);
+            let arn = obj.get("resources").and_then(Value::as_array).and_then(|r| r.first()).and_then(Value::as_str);
+            let named = name.or(arn).ok_or_else(|| err("a Secret Label Updated event without detail.name or resources"))?;
+            if label != "AWSCURRENT" {
+                return Ok(Decoded::Ignore(format!("label {} moved on {}; only AWSCURRENT starts a sync", printable(label), printable(named))));
+            }
+            let found = arn.and_then(|a| target(defaults, a)).or_else(|| name.and_then(|n| target(defaults, n)));
+            Ok(match found {
+                Some(id) => sync_one(id),
+                None => Decoded::Ignore(format!("{} is not a target of this function", printable(named))),
+            })
+        }
+        ("aws.secretsmanager", "AWS API Call via CloudTrail") => {
+            let name = str_at(&event, &["detail", "eventName"]).unwrap_or_default();
+            if !matches!(name, "PutSecretValue" | "UpdateSecret") {
+                return Ok(Decoded::Ignore(format!("CloudTrail event {}; only PutSecretValue and UpdateSecret start a sync", printable(name))));
+            }
+            if let Some(code) = str_at(&event, &["detail", "errorCode"]) {
+                return Ok(Decoded::Ignore(format!("{name} failed ({}); nothing changed", printable(code))));
+            }
+            let candidates = [
+                str_at(&event, &["detail", "responseElements", "arn"]),
+                str_at(&event, &["detail", "responseElements", "aRN"]),
+                str_at(&event, &["detail", "requestParameters", "secretId"]),
+            ];
+            let named = candidates.iter().flatten().next().copied().ok_or_else(|| {
+                err(format!("a CloudTrail {name} event without requestParameters.secretId"))
+            })?;
+            Ok(match candidates.iter().flatten().find_map(|c| target(defaults, c)) {
+                Some(id) => sync_one(id),
+                None => Decoded::Ignore(format!("{} is not a target of this function", printable(named))),
+            })
+        }
+        _ => Err(err(format!(
+            "an EventBridge event this function does not handle (source `{}`, detail-type `{}`)",
+            printable(source),
+            printable(detail_type)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn defaults() -> Defaults {
+        let vars = [("SCIM_RELAY_SECRET_IDS", "scim-relay/abm,arn:aws:secretsmanager:us-east-1:123456789012:secret:scim-relay/asm-Ab12Cd")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Defaults::from_vars(&vars).unwrap()
+    }
+
+    fn run(v: Value) -> RunRequest {
+        match decode(&v, &defaults()).unwrap() {
+            Decoded::Run(r) => r,
+            Decoded::Ignore(why) => panic!("ignored: {why}"),
+        }
+    }
+
+    #[test]
+    fn on_demand() {
+        assert_eq!(run(json!({})).action, Action::Sync);
+        assert_eq!(run(json!({})).targets, Targets::All);
+        let r = run(json!({"action":"apply","secret_id":"scim-relay/abm","force":true}));
+        assert_eq!((r.action, r.opts.force), (Action::Apply, true));
+        assert!(matches!(run(json!({"secret_id":"scim-relay/asm"})).targets, Targets::One(_)));
+        for bad in [
+            json!({"action":"rotate"}),
+            json!({"action":"sync","secret":"x"}),
+            json!({"secret_id":"other"}),
+            json!({"dry_run":"yes"}),
+            json!({"action":"check","force":true}),
+            json!([1]),
+            json!("sync"),
+            json!({"source":"aws.s3","detail-type":"Object Created"}),
+        ] {
+            assert!(decode(&bad, &defaults()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn events() {
+        assert_eq!(run(json!({"source":"aws.scheduler","detail-type":"Scheduled Event","detail":"{}"})).targets, Targets::All);
+        assert_eq!(run(json!({"source":"aws.events","detail-type":"Scheduled Event","detail":{}})).targets, Targets::All);
+        let label = |l: &str, n: &str| json!({"source":"aws.secretsmanager","detail-type":"Secret Label Updated","detail":{"name":n,"labelUpdated":l,"versionId":"v"}});
+        assert!(matches!(run(label("AWSCURRENT", "scim-relay/abm")).targets, Targets::One(_)));
+        assert!(matches!(decode(&label("SCIM_RELAY_APPLIED", "scim-relay/abm"), &defaults()).unwrap(), Decoded::Ignore(_)));
+        assert!(matches!(decode(&label("AWSCURRENT", "other"), &defaults()).unwrap(), Decoded::Ignore(_)));
+        let ct = json!({"source":"aws.secretsmanager","detail-type":"AWS API Call via CloudTrail","detail":{"eventSource":"secretsmanager.amazonaws.com","eventName":"PutSecretValue","requestParameters":{"secretId":"scim-relay/asm"},"responseElements":{"aRN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:scim-relay/asm-Ab12Cd"}}});
+        assert!(matches!(run(ct).targets, Targets::One(_)));
+    }
+}

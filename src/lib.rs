@@ -1,0 +1,18 @@
+//! scim-relay: keeps the Apple Business Manager / Apple School Manager SCIM
+//! token in Microsoft Entra provisioning alive.
+//!
+//! - [`renew`]: the renewal logic, the SPEC's apply sequence, with no I/O.
+//! - [`ports`]: the two interfaces it needs (secret store, Entra) and the notifier.
+//! - [`aws`], [`graph`]: the real adapters.
+//! - [`relay`]: runs a request over all targets; [`handler`]: the Lambda event layer.
+
+pub mod alert;
+pub mod aws;
+pub mod config;
+pub mod graph;
+pub mod handler;
+pub mod ports;
+pub mod relay;
+pub mod renew;
+pub mod secret_value;
+pub mod types;

@@ -1,0 +1,72 @@
+//! The Lambda binary: decode event → request → relay → result.
+
+use std::time::Duration;
+
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use scim_relay::handler::{decode, Decoded};
+use scim_relay::relay::Relay;
+use serde_json::{json, Value};
+use tracing::{error, info};
+
+fn init_tracing() {
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("AWS_LAMBDA_LOG_LEVEL"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).without_time().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+/// Never print a panic payload: it could hold anything.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("scim-relay: internal error (panic) at {at}; details withheld so that no secret can leak");
+    }));
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    install_panic_hook();
+    init_tracing();
+    // A configuration error is reported by every invocation, not by a
+    // crash loop at start-up.
+    let relay = Relay::from_env().await;
+    if let Err(e) = &relay {
+        error!(error = %e, "scim-relay is not configured correctly");
+    }
+    let relay = &relay;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let relay = relay.as_ref().map_err(|e| Error::from(e.clone()))?;
+        let decoded = decode(&event.payload, &relay.defaults).map_err(|e| {
+            error!(error = %e, "invocation refused");
+            Error::from(e.to_string())
+        })?;
+        let req = match decoded {
+            Decoded::Run(req) => req,
+            Decoded::Ignore(why) => {
+                info!(reason = %why, "event needs no action");
+                return Ok(json!({"results": [], "ignored": why}));
+            }
+        };
+        let deadline = Duration::from_millis(event.context.deadline.saturating_sub(now_millis()));
+        let deadline = tokio::time::Instant::now() + deadline;
+        info!(action = ?req.action, targets = ?req.targets, dry_run = req.opts.dry_run, force = req.opts.force, "invocation started");
+        let report = relay.run(&req, Some(deadline)).await;
+        let result = serde_json::to_value(&report)?;
+        info!(result = %result, "invocation finished");
+        match report.error_summary() {
+            Some(summary) => Err(Error::from(summary)),
+            None => Ok(result),
+        }
+    }))
+    .await
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}

@@ -1,0 +1,174 @@
+//! The two small interfaces the renewal logic needs from the world: a secret
+//! store and Entra. Real adapters live in `aws` and `graph`.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::types::{SecretId, TenantUrl, Token};
+
+// ----------------------------------------------------------------- store --
+
+/// One secret as `DescribeSecret` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct SecretInfo {
+    pub arn: String,
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    /// Version ID → its staging labels.
+    pub versions: BTreeMap<String, Vec<String>>,
+}
+
+impl SecretInfo {
+    /// The version carrying `label`, if any.
+    pub fn version_with(&self, label: &str) -> Option<&str> {
+        self.versions.iter().find(|(_, labels)| labels.iter().any(|l| l == label)).map(|(v, _)| v.as_str())
+    }
+
+    pub fn has_label(&self, version: &str, label: &str) -> bool {
+        self.versions.get(version).is_some_and(|ls| ls.iter().any(|l| l == label))
+    }
+}
+
+/// A version's value. `value` is `None` for a binary secret.
+#[derive(Clone)]
+pub struct SecretVersion {
+    pub version_id: String,
+    pub value: Option<secrecy::SecretString>,
+    pub created: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for SecretVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretVersion")
+            .field("version_id", &self.version_id)
+            .field("value", &"[REDACTED]")
+            .field("created", &self.created)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("secret {0} was not found")]
+    NotFound(String),
+    #[error("access denied by AWS ({0}); check the function's IAM role")]
+    AccessDenied(String),
+    /// A label move lost a race: the label no longer sits where we thought.
+    #[error("the label move conflicted with another change ({0})")]
+    Conflict(String),
+    #[error("AWS call failed transiently ({0})")]
+    Transient(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    async fn describe(&self, id: &SecretId) -> Result<SecretInfo, StoreError>;
+    /// The value of one version, or of AWSCURRENT when `version_id` is None.
+    async fn get_version(&self, id: &SecretId, version_id: Option<&str>) -> Result<SecretVersion, StoreError>;
+    /// Moves `label` onto `to`, taking it off `from` (None when nothing
+    /// holds it). With `to` None the label is only taken off `from`.
+    async fn move_label(&self, id: &SecretId, label: &str, to: Option<&str>, from: Option<&str>) -> Result<(), StoreError>;
+    async fn tag(&self, id: &SecretId, tags: &[(String, String)]) -> Result<(), StoreError>;
+}
+
+// ----------------------------------------------------------------- entra --
+
+/// The relay's Graph application: who we are when we call Graph.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GraphApp {
+    pub tenant_id: String,
+    pub client_id: String,
+    /// The secret holding the app's client secret.
+    pub client_secret_id: SecretId,
+}
+
+/// A provisioning job of an enterprise app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRef {
+    pub service_principal_id: String,
+    pub job_id: String,
+}
+
+/// What `validateCredentials` and `PUT secrets` carry.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub base_address: TenantUrl,
+    pub secret_token: Token,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    pub reason: String,
+    pub current_began: Option<String>,
+    pub series_began: Option<String>,
+    pub next_attempt: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    pub template_id: Option<String>,
+    /// `status.code` as Graph spells it: NotConfigured, NotRun, Active, Paused, Quarantine.
+    pub status: String,
+    pub quarantine: Option<Quarantine>,
+}
+
+impl Job {
+    pub fn in_quarantine(&self) -> bool {
+        self.status.eq_ignore_ascii_case("quarantine")
+    }
+    pub fn is_paused(&self) -> bool {
+        self.status.eq_ignore_ascii_case("paused")
+    }
+}
+
+/// The answer of Test Connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validation {
+    Authorized,
+    /// Entra (via Apple) refused the credentials: HTTP 400.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntraError {
+    /// 401/403 from Graph: the relay's own app lacks a permission or consent.
+    #[error("Graph denied the relay's app ({status} {code}: {message}). Grant the app registration the application permission Application.ReadWrite.OwnedBy and make it an owner of the ABM/ASM enterprise app, or grant Synchronization.ReadWrite.All; then grant admin consent")]
+    Permission { status: u16, code: String, message: String },
+    /// The login service refused the app's own credentials.
+    #[error("sign-in of the relay's app failed ({code}: {message}); check ENTRA_TENANT_ID, ENTRA_CLIENT_ID and the client secret stored in ENTRA_CLIENT_SECRET_ID")]
+    SignIn { code: String, message: String },
+    /// 429, 5xx, timeouts, dropped connections: still failing after retries.
+    #[error("Graph is unavailable after {attempts} attempt(s): {detail}")]
+    Transient { attempts: u32, detail: String },
+    #[error("not found in Entra: {0}")]
+    NotFound(String),
+    #[error("the invocation's deadline is too close to call Graph again ({0})")]
+    Deadline(String),
+    #[error("the relay's Graph client secret could not be read: {0}")]
+    ClientSecret(String),
+    #[error("unexpected answer from Graph ({status} {code}: {message})")]
+    Unexpected { status: u16, code: String, message: String },
+}
+
+#[async_trait]
+pub trait Entra: Send + Sync {
+    async fn list_jobs(&self, app: &GraphApp, service_principal_id: &str) -> Result<Vec<Job>, EntraError>;
+    async fn get_job(&self, app: &GraphApp, job: &JobRef) -> Result<Job, EntraError>;
+    /// `None` tests the saved credentials (`useSavedCredentials: true`).
+    async fn validate_credentials(&self, app: &GraphApp, job: &JobRef, creds: Option<&Credentials>) -> Result<Validation, EntraError>;
+    async fn save_credentials(&self, app: &GraphApp, service_principal_id: &str, creds: &Credentials) -> Result<(), EntraError>;
+    /// `POST .../start`: documented to clear a quarantine.
+    async fn start_job(&self, app: &GraphApp, job: &JobRef) -> Result<(), EntraError>;
+}
+
+/// Publishes alerts (SNS in production).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn publish(&self, alert: &crate::alert::Alert) -> Result<(), String>;
+}

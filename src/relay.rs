@@ -1,0 +1,182 @@
+//! Runs one request over its targets: reads each secret, resolves its
+//! configuration, hands it to the renewal logic, then publishes the alerts
+//! and logs the outcome. One target's failure never stops the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::config::Defaults;
+use crate::graph::{Graph, GraphShared, RetryPolicy};
+use crate::ports::{Notifier, SecretStore, StoreError};
+use crate::renew::{Action, Options, Outcome, Renewal, Step, TargetResult};
+use crate::types::SecretId;
+
+/// Which targets a request covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    All,
+    One(SecretId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequest {
+    pub action: Action,
+    pub targets: Targets,
+    pub opts: Options,
+}
+
+/// The invocation result (SPEC "Result").
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub results: Vec<TargetResult>,
+    /// Alerts that could not be delivered (not part of the JSON result;
+    /// they make the invocation an error).
+    #[serde(skip)]
+    pub undelivered: Vec<String>,
+}
+
+impl RunReport {
+    /// Why the invocation must be reported as an error, if it must.
+    pub fn error_summary(&self) -> Option<String> {
+        let failed: Vec<String> = self
+            .results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .map(|r| format!("{}: {}", r.secret_id, r.message))
+            .collect();
+        if failed.is_empty() && self.undelivered.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if !failed.is_empty() {
+            parts.push(format!("{} of {} target(s) failed: {}", failed.len(), self.results.len(), failed.join(" | ")));
+        }
+        if !self.undelivered.is_empty() {
+            parts.push(format!("{} alert(s) could not be delivered: {}", self.undelivered.len(), self.undelivered.join(" | ")));
+        }
+        Some(parts.join("; "))
+    }
+}
+
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// No target is started with less than this left before the deadline.
+const TARGET_START_MARGIN: Duration = Duration::from_secs(5);
+
+/// The composition root: real adapters and the defaults.
+pub struct Relay {
+    pub defaults: Defaults,
+    store: Arc<dyn SecretStore>,
+    graph: Arc<GraphShared>,
+    notifier: Option<Arc<dyn Notifier>>,
+    clock: Clock,
+}
+
+impl Relay {
+    pub fn new(
+        defaults: Defaults,
+        store: Arc<dyn SecretStore>,
+        notifier: Option<Arc<dyn Notifier>>,
+        retry: RetryPolicy,
+        clock: Clock,
+    ) -> Result<Self, String> {
+        let graph = GraphShared::new(defaults.graph_endpoint.clone(), defaults.login_endpoint.clone(), store.clone(), retry)?;
+        Ok(Self { defaults, store, graph: Arc::new(graph), notifier, clock })
+    }
+
+    /// Builds the relay from the process environment and the AWS SDK's own
+    /// configuration chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials).
+    pub async fn from_env() -> Result<Self, String> {
+        let defaults = Defaults::from_process_env().map_err(|e| format!("configuration error: {e}"))?;
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let store: Arc<dyn SecretStore> = Arc::new(crate::aws::AwsSecretStore::new(&aws));
+        let notifier = defaults
+            .alert_topic_arn
+            .clone()
+            .map(|arn| Arc::new(crate::aws::SnsNotifier::new(&aws, arn)) as Arc<dyn Notifier>);
+        Self::new(defaults, store, notifier, RetryPolicy::default(), Arc::new(Timestamp::now))
+    }
+
+    pub fn graph(&self) -> &GraphShared {
+        &self.graph
+    }
+
+    pub async fn run(&self, req: &RunRequest, deadline: Option<Instant>) -> RunReport {
+        let targets: Vec<SecretId> = match &req.targets {
+            Targets::All => self.defaults.secret_ids.clone(),
+            Targets::One(id) => vec![id.clone()],
+        };
+        let entra = Graph::new(self.graph.clone(), deadline);
+        let outcomes: Vec<(TargetResult, Vec<String>)> = futures::stream::iter(targets)
+            .map(|id| {
+                let entra = entra.clone();
+                async move { self.run_target(&id, req, &entra, deadline).await }
+            })
+            .buffered(self.defaults.concurrency)
+            .collect()
+            .await;
+        let mut report = RunReport { results: Vec::new(), undelivered: Vec::new() };
+        for (r, undelivered) in outcomes {
+            report.results.push(r);
+            report.undelivered.extend(undelivered);
+        }
+        report
+    }
+
+    async fn run_target(&self, id: &SecretId, req: &RunRequest, entra: &Graph, deadline: Option<Instant>) -> (TargetResult, Vec<String>) {
+        if deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < TARGET_START_MARGIN) {
+            let r = TargetResult::failed(id.as_str(), Step::Deadline, "too little time was left in the invocation to start this target; the next run will");
+            log_result(&r);
+            return (r, Vec::new());
+        }
+        let info = match self.store.describe(id).await {
+            Ok(info) => info,
+            Err(e) => {
+                let msg = match e {
+                    StoreError::NotFound(_) => format!("secret {id} does not exist; create it or remove it from SCIM_RELAY_SECRET_IDS"),
+                    other => other.to_string(),
+                };
+                let r = TargetResult::failed(id.as_str(), Step::ReadSecret, msg);
+                log_result(&r);
+                return (r, Vec::new());
+            }
+        };
+        let cfg = match self.defaults.for_target(id, &info.tags) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                let r = TargetResult::failed(id.as_str(), Step::Configuration, e);
+                log_result(&r);
+                return (r, Vec::new());
+            }
+        };
+        let renewal = Renewal { store: self.store.as_ref(), entra, cfg: &cfg, now: (self.clock)() };
+        let report = renewal.run(req.action, req.opts, &info).await;
+        log_result(&report.result);
+        let mut undelivered = Vec::new();
+        for alert in &report.alerts {
+            info!(secret_id = %id, alert = alert.kind.as_str(), subject = %alert.subject, "alert");
+            if let Some(n) = &self.notifier {
+                if let Err(e) = n.publish(alert).await {
+                    error!(secret_id = %id, alert = alert.kind.as_str(), error = %e, "alert could not be delivered");
+                    undelivered.push(format!("{} for {id}: {e}", alert.kind.as_str()));
+                }
+            }
+        }
+        (report.result, undelivered)
+    }
+}
+
+fn log_result(r: &TargetResult) {
+    let outcome = r.outcome.as_str();
+    if r.outcome == Outcome::Failed {
+        warn!(secret_id = %r.secret_id, outcome, version_id = r.version_id.as_deref(), days_left = r.days_left, message = %r.message, "target outcome");
+    } else {
+        info!(secret_id = %r.secret_id, outcome, version_id = r.version_id.as_deref(), days_left = r.days_left, message = %r.message, "target outcome");
+    }
+}

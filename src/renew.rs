@@ -1,0 +1,573 @@
+//! The renewal logic: the SPEC's apply sequence, written against the two
+//! ports ([`SecretStore`], [`Entra`]) and nothing else. No I/O of its own.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::alert::{Alert, AlertFacts, AlertKind};
+use crate::config::TargetConfig;
+use crate::ports::{Credentials, Entra, EntraError, GraphApp, Job, JobRef, SecretInfo, SecretStore, StoreError, Validation};
+use crate::secret_value::{format_date, format_time, Expiry, ExpirySource, SecretValue, SecretValueError};
+
+pub const LABEL_CURRENT: &str = "AWSCURRENT";
+pub const LABEL_APPLIED: &str = "SCIM_RELAY_APPLIED";
+pub const LABEL_REJECTED: &str = "SCIM_RELAY_REJECTED";
+pub const TAG_STATUS: &str = "scim-relay:status";
+pub const TAG_CHECKED_AT: &str = "scim-relay:checked-at";
+pub const TAG_EXPIRES_AT: &str = "scim-relay:expires-at";
+pub const TAG_EXPIRES_SOURCE: &str = "scim-relay:expires-source";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Apply a new version if any, then report expiry and job health.
+    Sync,
+    /// Read-only report: writes nothing, alerts nobody.
+    Check,
+    /// Test Connection on the saved credentials only.
+    Validate,
+    /// Like sync; with `force` re-pushes AWSCURRENT even if applied or rejected.
+    Apply,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    pub dry_run: bool,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Applied,
+    Unchanged,
+    Rejected,
+    RolledBack,
+    WouldApply,
+    Checked,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Unchanged => "unchanged",
+            Self::Rejected => "rejected",
+            Self::RolledBack => "rolled_back",
+            Self::WouldApply => "would_apply",
+            Self::Checked => "checked",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The step of the apply sequence that failed, for messages and alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Configuration,
+    ReadSecret,
+    FindJob,
+    TestNewToken,
+    SaveToken,
+    RetestSavedToken,
+    RestorePreviousToken,
+    ClearQuarantine,
+    ReadJob,
+    MoveLabel,
+    WriteTags,
+    TestSavedToken,
+    Deadline,
+}
+
+impl Step {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Configuration => "reading the configuration",
+            Self::ReadSecret => "reading the token secret",
+            Self::FindJob => "finding the provisioning job",
+            Self::TestNewToken => "testing the new token (validateCredentials)",
+            Self::SaveToken => "saving the token in Entra (PUT synchronization/secrets)",
+            Self::RetestSavedToken => "re-testing the saved credentials",
+            Self::RestorePreviousToken => "restoring the previously applied token",
+            Self::ClearQuarantine => "clearing the job's quarantine",
+            Self::ReadJob => "reading the provisioning job's status",
+            Self::MoveLabel => "moving the SCIM_RELAY_APPLIED label",
+            Self::WriteTags => "writing the outcome tags",
+            Self::TestSavedToken => "testing the saved credentials",
+            Self::Deadline => "starting before the invocation's deadline",
+        }
+    }
+}
+
+/// One target's entry in the invocation result (SPEC "Result").
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    pub secret_id: String,
+    pub outcome: Outcome,
+    pub version_id: Option<String>,
+    pub expires_at: Option<String>,
+    pub expires_source: Option<ExpirySource>,
+    pub days_left: Option<i64>,
+    pub job_status: Option<String>,
+    pub quarantine_cleared: bool,
+    pub alerts: Vec<AlertKind>,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<Step>,
+}
+
+impl TargetResult {
+    pub fn new(secret_id: &str, outcome: Outcome, message: impl Into<String>) -> Self {
+        Self {
+            secret_id: secret_id.to_owned(),
+            outcome,
+            version_id: None,
+            expires_at: None,
+            expires_source: None,
+            days_left: None,
+            job_status: None,
+            quarantine_cleared: false,
+            alerts: Vec::new(),
+            message: message.into(),
+            failed_step: None,
+        }
+    }
+
+    pub fn failed(secret_id: &str, step: Step, message: impl std::fmt::Display) -> Self {
+        let mut r = Self::new(secret_id, Outcome::Failed, format!("failed while {}: {message}", step.describe()));
+        r.failed_step = Some(step);
+        r
+    }
+}
+
+/// What processing one target produced: the result, and alerts to send.
+#[derive(Debug, Clone)]
+pub struct TargetReport {
+    pub result: TargetResult,
+    pub alerts: Vec<Alert>,
+}
+
+/// A failure at a step; becomes a `failed` result.
+#[derive(Debug)]
+struct Failure {
+    step: Step,
+    message: String,
+}
+
+trait At<T> {
+    fn at(self, step: Step) -> Result<T, Failure>;
+}
+
+impl<T> At<T> for Result<T, EntraError> {
+    fn at(self, step: Step) -> Result<T, Failure> {
+        self.map_err(|e| Failure { step, message: e.to_string() })
+    }
+}
+
+impl<T> At<T> for Result<T, StoreError> {
+    fn at(self, step: Step) -> Result<T, Failure> {
+        self.map_err(|e| Failure { step, message: e.to_string() })
+    }
+}
+
+/// A token that passed every local check.
+struct Candidate {
+    version_id: String,
+    value: SecretValue,
+    expiry: Expiry,
+}
+
+/// Processes one target. `info` is the secret as described at the start of
+/// the run (its tags already gave `cfg`).
+pub struct Renewal<'a> {
+    pub store: &'a dyn SecretStore,
+    pub entra: &'a dyn Entra,
+    pub cfg: &'a TargetConfig,
+    pub now: Timestamp,
+}
+
+impl Renewal<'_> {
+    fn app(&self) -> GraphApp {
+        GraphApp {
+            tenant_id: self.cfg.tenant_id.clone(),
+            client_id: self.cfg.client_id.clone(),
+            client_secret_id: self.cfg.client_secret_id.clone(),
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.cfg.secret_id.as_str()
+    }
+
+    fn facts(&self, version_id: Option<&str>, expiry: Option<&Expiry>, detail: impl Into<String>) -> AlertFacts {
+        AlertFacts {
+            secret_id: self.id().to_owned(),
+            tenant_id: self.cfg.tenant_id.clone(),
+            service_principal_id: self.cfg.service_principal_id.clone(),
+            version_id: version_id.map(str::to_owned),
+            expires: expiry.map(|e| format!("{} ({})", format_date(e.at), e.source.as_str())),
+            days_left: expiry.map(|e| e.days_left(self.now)),
+            detail: detail.into(),
+        }
+    }
+
+    pub async fn run(&self, action: Action, opts: Options, info: &SecretInfo) -> TargetReport {
+        let mut alerts = Vec::new();
+        let result = match action {
+            Action::Check => self.check(info).await,
+            Action::Validate => self.validate(info).await,
+            Action::Sync | Action::Apply => self.sync(opts, info, &mut alerts).await,
+        };
+        let mut result = match result {
+            Ok(r) => r,
+            Err(f) => {
+                let r = TargetResult::failed(self.id(), f.step, &f.message);
+                let writes = action != Action::Check && action != Action::Validate && !opts.dry_run;
+                // Alert on the first failure of a series, not on every run.
+                let was_failing = info.tags.get(TAG_STATUS).is_some_and(|s| s == "failed");
+                if writes && !was_failing {
+                    alerts.push(Alert::new(AlertKind::Failed, &self.facts(None, None, &r.message)));
+                }
+                if writes {
+                    let tags = vec![(TAG_STATUS.to_owned(), "failed".to_owned()), (TAG_CHECKED_AT.to_owned(), format_time(self.now))];
+                    if let Err(e) = self.store.tag(&self.cfg.secret_id, &tags).await {
+                        warn!(secret_id = self.id(), error = %e, "could not record the failure on the secret");
+                    }
+                }
+                r
+            }
+        };
+        result.alerts = alerts.iter().map(|a| a.kind).collect();
+        TargetReport { result, alerts }
+    }
+
+    /// Sync and apply: steps 1–6 of the SPEC for AWSCURRENT when it is new.
+    async fn sync(&self, opts: Options, info: &SecretInfo, alerts: &mut Vec<Alert>) -> Result<TargetResult, Failure> {
+        let current = info
+            .version_with(LABEL_CURRENT)
+            .ok_or_else(|| Failure { step: Step::ReadSecret, message: "the secret has no AWSCURRENT version; store a token in it".into() })?
+            .to_owned();
+        let applied = info.version_with(LABEL_APPLIED).map(str::to_owned);
+        let is_new = !info.has_label(&current, LABEL_APPLIED) && !info.has_label(&current, LABEL_REJECTED);
+        if !is_new && !opts.force {
+            return self.unchanged(info, &current, applied.as_deref(), !opts.dry_run).await;
+        }
+
+        // Step 1: parse and check locally. Nothing has been sent to Entra.
+        info!(secret_id = self.id(), version_id = %current, "new token version found; checking it");
+        let candidate = match self.read_candidate(&current).await? {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("version {current} refused before contacting Entra: {e}");
+                return self.reject(info, &current, msg, opts, alerts).await;
+            }
+        };
+        let creds = Credentials {
+            base_address: candidate.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
+            secret_token: candidate.value.token.clone(),
+        };
+        let app = self.app();
+        let job = self.find_job(&app).await?;
+
+        // Step 2: Test Connection with the new token.
+        match self.entra.validate_credentials(&app, &job, Some(&creds)).await.at(Step::TestNewToken)? {
+            Validation::Authorized => {}
+            Validation::Refused(why) => {
+                let msg = format!("Entra refused version {current} at Test Connection: {why}");
+                return self.reject(info, &current, msg, opts, alerts).await;
+            }
+        }
+        if opts.dry_run {
+            let mut r = self.result_for(Outcome::WouldApply, &current, Some(&candidate.expiry));
+            r.message = format!("dry run: version {current} passed Test Connection and would be applied; nothing was written");
+            return Ok(r);
+        }
+
+        // Step 3: save it.
+        info!(secret_id = self.id(), version_id = %current, "token passed Test Connection; saving it in Entra");
+        self.entra.save_credentials(&app, &job.service_principal_id, &creds).await.at(Step::SaveToken)?;
+
+        // Step 4: test what Entra saved; put the previous token back if it fails.
+        if let Validation::Refused(why) = self.entra.validate_credentials(&app, &job, None).await.at(Step::RetestSavedToken)? {
+            return self.roll_back(info, &candidate, applied.as_deref(), &app, &job, why, alerts).await;
+        }
+
+        // Step 5: clear a quarantine (never start a paused job).
+        let mut result = self.result_for(Outcome::Applied, &current, Some(&candidate.expiry));
+        let job_state = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
+        result.job_status = Some(job_state.status.clone());
+        if job_state.in_quarantine() {
+            info!(secret_id = self.id(), job_id = %job.job_id, "job is in quarantine; starting it to clear the quarantine");
+            self.entra.start_job(&app, &job).await.at(Step::ClearQuarantine)?;
+            result.quarantine_cleared = true;
+            result.job_status = Some("Active".into());
+        }
+
+        // Step 6: record and announce.
+        if applied.as_deref() != Some(current.as_str()) {
+            match self.store.move_label(&self.cfg.secret_id, LABEL_APPLIED, Some(&current), applied.as_deref()).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(detail)) => return self.lost_race(&current, detail, result).await,
+                Err(e) => return Err(Failure { step: Step::MoveLabel, message: e.to_string() }),
+            }
+        }
+        if info.has_label(&current, LABEL_REJECTED) {
+            // A forced re-push of a rejected version that now works.
+            self.store.move_label(&self.cfg.secret_id, LABEL_REJECTED, None, Some(&current)).await.at(Step::MoveLabel)?;
+        }
+        self.write_tags("applied", Some(&candidate.expiry)).await;
+        let mut detail = format!("version {current} is live in Entra and passed Test Connection after saving");
+        if result.quarantine_cleared {
+            detail.push_str("; the job's quarantine was cleared");
+        } else if job_state.is_paused() {
+            detail.push_str("; the provisioning job is paused and was left paused");
+        }
+        alerts.push(Alert::new(AlertKind::Applied, &self.facts(Some(&current), Some(&candidate.expiry), &detail)));
+        info!(secret_id = self.id(), version_id = %current, "token applied");
+        result.message = detail;
+        Ok(result)
+    }
+
+    /// Reads a version and runs every local check. The outer error is an
+    /// AWS failure; the inner one a bad value.
+    async fn read_candidate(&self, version_id: &str) -> Result<Result<Candidate, SecretValueError>, Failure> {
+        let v = self.store.get_version(&self.cfg.secret_id, Some(version_id)).await.at(Step::ReadSecret)?;
+        let Some(raw) = v.value.as_ref() else { return Ok(Err(SecretValueError::Binary)) };
+        use secrecy::ExposeSecret;
+        Ok(SecretValue::parse_and_check(raw.expose_secret(), v.created, self.now)
+            .map(|(value, expiry)| Candidate { version_id: version_id.to_owned(), value, expiry }))
+    }
+
+    /// The applied version's value and expiry, if a version is applied.
+    async fn applied_token(&self, applied: Option<&str>) -> Result<Option<Candidate>, Failure> {
+        let Some(v) = applied else { return Ok(None) };
+        let read = self.store.get_version(&self.cfg.secret_id, Some(v)).await.at(Step::ReadSecret)?;
+        use secrecy::ExposeSecret;
+        let Some(raw) = read.value.as_ref() else { return Ok(None) };
+        // The applied token is already live: parse it, but do not refuse it
+        // for being expired (that is what expiry alerts are for).
+        Ok(SecretValue::parse(raw.expose_secret()).ok().map(|value| {
+            let expiry = value.expiry(read.created, self.now);
+            Candidate { version_id: v.to_owned(), value, expiry }
+        }))
+    }
+
+    async fn find_job(&self, app: &GraphApp) -> Result<JobRef, Failure> {
+        let sp = &self.cfg.service_principal_id;
+        if let Some(job_id) = &self.cfg.job_id {
+            return Ok(JobRef { service_principal_id: sp.clone(), job_id: job_id.clone() });
+        }
+        let jobs = self.entra.list_jobs(app, sp).await.at(Step::FindJob)?;
+        match jobs.as_slice() {
+            [only] => Ok(JobRef { service_principal_id: sp.clone(), job_id: only.id.clone() }),
+            [] => Err(Failure {
+                step: Step::FindJob,
+                message: format!(
+                    "the enterprise app (service principal {sp}) has no provisioning job; set up provisioning in Entra first, or check ENTRA_SERVICE_PRINCIPAL_ID"
+                ),
+            }),
+            many => Err(Failure {
+                step: Step::FindJob,
+                message: format!(
+                    "the enterprise app (service principal {sp}) has {} provisioning jobs ({}); set ENTRA_JOB_ID or the tag scim-relay:job-id to the one to manage",
+                    many.len(),
+                    many.iter().map(|j| j.id.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        }
+    }
+
+    fn result_for(&self, outcome: Outcome, version_id: &str, expiry: Option<&Expiry>) -> TargetResult {
+        let mut r = TargetResult::new(self.id(), outcome, "");
+        r.version_id = Some(version_id.to_owned());
+        if let Some(e) = expiry {
+            r.expires_at = Some(format_time(e.at));
+            r.expires_source = Some(e.source);
+            r.days_left = Some(e.days_left(self.now));
+        }
+        r
+    }
+
+    /// Marks a version rejected (unless dry run) and alerts. Entra untouched.
+    async fn reject(
+        &self,
+        info: &SecretInfo,
+        version: &str,
+        message: String,
+        opts: Options,
+        alerts: &mut Vec<Alert>,
+    ) -> Result<TargetResult, Failure> {
+        warn!(secret_id = self.id(), version_id = %version, reason = %message, "token rejected");
+        let live = self.applied_token(info.version_with(LABEL_APPLIED)).await?;
+        let mut r = self.result_for(Outcome::Rejected, version, live.as_ref().map(|c| &c.expiry));
+        r.message = message;
+        if opts.dry_run {
+            r.message.push_str(" (dry run: nothing was written)");
+            return Ok(r);
+        }
+        if !info.has_label(version, LABEL_REJECTED) {
+            let holder = info.version_with(LABEL_REJECTED);
+            self.store.move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder).await.at(Step::MoveLabel)?;
+        }
+        self.write_tags("rejected", live.as_ref().map(|c| &c.expiry)).await;
+        alerts.push(Alert::new(
+            AlertKind::Rejected,
+            &self.facts(Some(version), live.as_ref().map(|c| &c.expiry), &r.message),
+        ));
+        Ok(r)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn roll_back(
+        &self,
+        info: &SecretInfo,
+        candidate: &Candidate,
+        applied: Option<&str>,
+        app: &GraphApp,
+        job: &JobRef,
+        why: String,
+        alerts: &mut Vec<Alert>,
+    ) -> Result<TargetResult, Failure> {
+        let version = candidate.version_id.as_str();
+        warn!(secret_id = self.id(), version_id = %version, reason = %why, "saved credentials failed the re-test; rolling back");
+        let previous = match applied.filter(|a| *a != version) {
+            Some(a) => self.applied_token(Some(a)).await?,
+            None => None,
+        };
+        let Some(previous) = previous else {
+            return Err(Failure {
+                step: Step::RestorePreviousToken,
+                message: format!(
+                    "version {version} passed Test Connection but failed it once saved ({why}), and no earlier version is labelled {LABEL_APPLIED} to restore; check the Tenant URL and generate a new token in ABM/ASM"
+                ),
+            });
+        };
+        let creds = Credentials {
+            base_address: previous.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
+            secret_token: previous.value.token.clone(),
+        };
+        self.entra.save_credentials(app, &job.service_principal_id, &creds).await.at(Step::RestorePreviousToken)?;
+        if let Validation::Refused(again) = self.entra.validate_credentials(app, job, None).await.at(Step::RestorePreviousToken)? {
+            return Err(Failure {
+                step: Step::RestorePreviousToken,
+                message: format!(
+                    "version {version} failed once saved ({why}); version {} was restored but fails Test Connection too ({again})",
+                    previous.version_id
+                ),
+            });
+        }
+        // Not tried again until a newer version arrives or `force` is given.
+        if !info.has_label(version, LABEL_REJECTED) {
+            let holder = info.version_with(LABEL_REJECTED);
+            self.store.move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder).await.at(Step::MoveLabel)?;
+        }
+        self.write_tags("rolled_back", Some(&previous.expiry)).await;
+        let mut r = self.result_for(Outcome::RolledBack, version, Some(&previous.expiry));
+        r.message = format!(
+            "version {version} passed Test Connection but failed it once saved ({why}); version {} was restored and passes",
+            previous.version_id
+        );
+        alerts.push(Alert::new(AlertKind::RolledBack, &self.facts(Some(version), Some(&previous.expiry), &r.message)));
+        Ok(r)
+    }
+
+    /// Another run moved the label first. If it is on our version, that run
+    /// did the job (and sent the alert); otherwise report the conflict.
+    async fn lost_race(&self, current: &str, detail: String, mut result: TargetResult) -> Result<TargetResult, Failure> {
+        let now = self.store.describe(&self.cfg.secret_id).await.at(Step::MoveLabel)?;
+        if now.has_label(current, LABEL_APPLIED) {
+            result.outcome = Outcome::Unchanged;
+            result.message = format!("version {current} was applied by a concurrent run");
+            return Ok(result);
+        }
+        Err(Failure { step: Step::MoveLabel, message: format!("{detail}; the next run will finish the job") })
+    }
+
+    async fn unchanged(&self, info: &SecretInfo, current: &str, applied: Option<&str>, write: bool) -> Result<TargetResult, Failure> {
+        let live = self.applied_token(applied).await?;
+        let mut r = match &live {
+            Some(c) => self.result_for(Outcome::Unchanged, &c.version_id, Some(&c.expiry)),
+            None => TargetResult::new(self.id(), Outcome::Unchanged, ""),
+        };
+        r.message = if info.has_label(current, LABEL_REJECTED) {
+            format!("the newest version {current} was rejected earlier; waiting for a new token (or apply with force)")
+        } else {
+            "the applied token is current; nothing to do".to_owned()
+        };
+        let app = self.app();
+        let job = self.find_job(&app).await?;
+        r.job_status = Some(self.entra.get_job(&app, &job).await.at(Step::ReadJob)?.status);
+        if write {
+            self.write_tags("unchanged", live.as_ref().map(|c| &c.expiry)).await;
+        }
+        Ok(r)
+    }
+
+    async fn check(&self, info: &SecretInfo) -> Result<TargetResult, Failure> {
+        let current = info.version_with(LABEL_CURRENT).map(str::to_owned);
+        let applied = info.version_with(LABEL_APPLIED);
+        let live = self.applied_token(applied).await?;
+        let mut r = match &live {
+            Some(c) => self.result_for(Outcome::Checked, &c.version_id, Some(&c.expiry)),
+            None => TargetResult::new(self.id(), Outcome::Checked, ""),
+        };
+        let mut notes = vec![match &live {
+            Some(c) => format!("version {} is applied", c.version_id),
+            None => "no version is applied yet".to_owned(),
+        }];
+        if let Some(cur) = &current {
+            if info.has_label(cur, LABEL_REJECTED) {
+                notes.push(format!("the newest version {cur} was rejected"));
+            } else if !info.has_label(cur, LABEL_APPLIED) {
+                match self.read_candidate(cur).await? {
+                    Ok(_) => notes.push(format!("version {cur} is waiting to be applied")),
+                    Err(e) => notes.push(format!("version {cur} is waiting but will be refused: {e}")),
+                }
+            }
+        }
+        let app = self.app();
+        let job = self.find_job(&app).await?;
+        let job_state: Job = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
+        if let Some(q) = &job_state.quarantine {
+            notes.push(format!("the job is in quarantine ({})", q.reason));
+        }
+        r.job_status = Some(job_state.status);
+        r.message = notes.join("; ");
+        Ok(r)
+    }
+
+    async fn validate(&self, info: &SecretInfo) -> Result<TargetResult, Failure> {
+        let live = self.applied_token(info.version_with(LABEL_APPLIED)).await?;
+        let app = self.app();
+        let job = self.find_job(&app).await?;
+        match self.entra.validate_credentials(&app, &job, None).await.at(Step::TestSavedToken)? {
+            Validation::Authorized => {
+                let mut r = match &live {
+                    Some(c) => self.result_for(Outcome::Checked, &c.version_id, Some(&c.expiry)),
+                    None => TargetResult::new(self.id(), Outcome::Checked, ""),
+                };
+                r.message = "the credentials saved in Entra passed Test Connection".into();
+                Ok(r)
+            }
+            Validation::Refused(why) => Err(Failure {
+                step: Step::TestSavedToken,
+                message: format!("Entra refused the saved credentials: {why}"),
+            }),
+        }
+    }
+
+    /// Best effort: the outcome stands even if the tags cannot be written.
+    async fn write_tags(&self, status: &str, expiry: Option<&Expiry>) {
+        let mut tags = vec![(TAG_STATUS.to_owned(), status.to_owned()), (TAG_CHECKED_AT.to_owned(), format_time(self.now))];
+        if let Some(e) = expiry {
+            tags.push((TAG_EXPIRES_AT.to_owned(), format_time(e.at)));
+            tags.push((TAG_EXPIRES_SOURCE.to_owned(), e.source.as_str().to_owned()));
+        }
+        if let Err(e) = self.store.tag(&self.cfg.secret_id, &tags).await {
+            warn!(secret_id = self.id(), error = %e, "could not write the outcome tags");
+        }
+    }
+}
