@@ -41,13 +41,24 @@ where
         (_, "AccessDeniedException" | "AccessDenied" | "UnrecognizedClientException" | "InvalidSignatureException") => {
             StoreError::AccessDenied(summary)
         }
-        (_, "InvalidParameterException" | "InvalidRequestException") if message.to_ascii_lowercase().contains("label") => {
+        (_, "InvalidParameterException" | "InvalidRequestException") if is_label_conflict(&message) => {
             StoreError::Conflict(summary)
         }
-        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_), _) => StoreError::Transient(summary),
-        (_, "InternalServiceError" | "ThrottlingException" | "ServiceUnavailable" | "RequestTimeout") => StoreError::Transient(summary),
+        (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_), _) => {
+            StoreError::Transient(summary)
+        }
+        (_, "InternalServiceError" | "ThrottlingException" | "ServiceUnavailable" | "RequestTimeout") => {
+            StoreError::Transient(summary)
+        }
         _ => StoreError::Other(summary),
     }
+}
+
+/// A label move that lost a race: the label is not (or no longer) where the
+/// request said it was.
+fn is_label_conflict(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    (m.contains("label") || m.contains("stage")) && (m.contains("attached") || m.contains("not found"))
 }
 
 fn timestamp(t: &aws_smithy_types::DateTime) -> Option<Timestamp> {
@@ -85,7 +96,13 @@ impl SecretStore for AwsSecretStore {
         })
     }
 
-    async fn move_label(&self, id: &SecretId, label: &str, to: Option<&str>, from: Option<&str>) -> Result<(), StoreError> {
+    async fn move_label(
+        &self,
+        id: &SecretId,
+        label: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.client
             .update_secret_version_stage()
             .secret_id(id.as_str())

@@ -133,7 +133,12 @@ impl Defaults {
             None => 4,
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=64).contains(&n) => n,
-                _ => return Err(ConfigError::global(ENV_CONCURRENCY, format!("`{}` is not a whole number from 1 to 64", printable(&v)))),
+                _ => {
+                    return Err(ConfigError::global(
+                        ENV_CONCURRENCY,
+                        format!("`{}` is not a whole number from 1 to 64", printable(&v)),
+                    ))
+                }
             },
         };
         let defaults = Self {
@@ -154,7 +159,10 @@ impl Defaults {
         if let Some(arn) = &defaults.alert_topic_arn {
             let ok = arn.starts_with("arn:") && arn.split(':').nth(2) == Some("sns") && arn.split(':').count() == 6;
             if !ok {
-                return Err(ConfigError::global(ENV_ALERT_TOPIC, format!("`{}` is not an SNS topic ARN", printable(arn))));
+                return Err(ConfigError::global(
+                    ENV_ALERT_TOPIC,
+                    format!("`{}` is not an SNS topic ARN", printable(arn)),
+                ));
             }
         }
         // Function-wide values are checked now, so a typo fails every
@@ -179,7 +187,9 @@ impl Defaults {
         vec![
             (ENV_TENANT_ID, pick(TAG_TENANT_ID, &self.tenant_id), check_tenant_id),
             (ENV_CLIENT_ID, pick(TAG_CLIENT_ID, &self.client_id), check_guid),
-            (ENV_CLIENT_SECRET_ID, pick(TAG_CLIENT_SECRET_ID, &self.client_secret_id), |v| SecretId::parse(v).map(drop)),
+            (ENV_CLIENT_SECRET_ID, pick(TAG_CLIENT_SECRET_ID, &self.client_secret_id), |v| {
+                SecretId::parse(v).map(drop)
+            }),
             (ENV_SP_ID, pick(TAG_SP_ID, &self.service_principal_id), check_guid),
             (ENV_JOB_ID, pick(TAG_JOB_ID, &self.job_id), check_job_id),
             (ENV_TENANT_URL, pick(TAG_TENANT_URL, &self.tenant_url), |v| TenantUrl::parse(v).map(drop)),
@@ -188,7 +198,11 @@ impl Defaults {
     }
 
     /// The settings for one target: its tags override the environment.
-    pub fn for_target(&self, secret_id: &SecretId, tags: &BTreeMap<String, String>) -> Result<TargetConfig, ConfigError> {
+    pub fn for_target(
+        &self,
+        secret_id: &SecretId,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<TargetConfig, ConfigError> {
         let err = |setting: &str, reason: String| {
             let tag = tag_for(setting).map(|t| format!(" (tag {t})")).unwrap_or_default();
             ConfigError { setting: format!("{setting}{tag}"), target: format!(" for target {secret_id}"), reason }
@@ -200,12 +214,12 @@ impl Defaults {
             }
             values.insert(setting, value);
         }
-        let mut required = |setting: &'static str| {
-            values.remove(setting).flatten().ok_or_else(|| err(setting, "is required".into()))
-        };
+        let mut required =
+            |setting: &'static str| values.remove(setting).flatten().ok_or_else(|| err(setting, "is required".into()));
         let tenant_id = required(ENV_TENANT_ID)?;
         let client_id = required(ENV_CLIENT_ID)?;
-        let client_secret_id = SecretId::parse(&required(ENV_CLIENT_SECRET_ID)?).map_err(|e| err(ENV_CLIENT_SECRET_ID, e))?;
+        let client_secret_id =
+            SecretId::parse(&required(ENV_CLIENT_SECRET_ID)?).map_err(|e| err(ENV_CLIENT_SECRET_ID, e))?;
         let service_principal_id = required(ENV_SP_ID)?;
         let job_id = values.remove(ENV_JOB_ID).flatten();
         let tenant_url = values.remove(ENV_TENANT_URL).flatten().unwrap_or_else(|| ABM_TENANT_URL.to_owned());

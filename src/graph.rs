@@ -61,7 +61,12 @@ pub struct GraphShared {
 }
 
 impl GraphShared {
-    pub fn new(graph: Endpoint, login: Endpoint, secrets: Arc<dyn SecretStore>, retry: RetryPolicy) -> Result<Self, String> {
+    pub fn new(
+        graph: Endpoint,
+        login: Endpoint,
+        secrets: Arc<dyn SecretStore>,
+        retry: RetryPolicy,
+    ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -109,9 +114,16 @@ impl Graph {
 #[derive(Debug)]
 enum Attempt {
     /// Worth retrying; `retry_after` from the server.
-    Transient { detail: String, retry_after: Option<Duration> },
+    Transient {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
     /// Final: an HTTP answer the caller interprets.
-    Status { status: StatusCode, code: String, message: String },
+    Status {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
     Final(EntraError),
 }
 
@@ -148,7 +160,13 @@ fn error_parts(body: &[u8], scrub: &[&str]) -> (String, String) {
         ),
         Some(Value::String(code)) => (
             code.clone(),
-            v.get("error_description").and_then(Value::as_str).unwrap_or_default().lines().next().unwrap_or_default().to_owned(),
+            v.get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         ),
         _ => (String::new(), String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
     };
@@ -244,7 +262,10 @@ impl Graph {
                     Some(b) => req.json(b),
                     None => req.header(reqwest::header::CONTENT_LENGTH, "0"),
                 };
-                let resp = req.send().await.map_err(|e| Attempt::Transient { detail: describe_reqwest(&e), retry_after: None })?;
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| Attempt::Transient { detail: describe_reqwest(&e), retry_after: None })?;
                 let status = resp.status();
                 let after = retry_after(resp.headers());
                 let body = read_limited(resp).await?;
@@ -254,7 +275,12 @@ impl Graph {
                 let (code, message) = error_parts(&body, scrub);
                 if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                     return Err(Attempt::Transient {
-                        detail: format!("{} {}{}", status.as_u16(), code, if message.is_empty() { String::new() } else { format!(": {message}") }),
+                        detail: format!(
+                            "{} {}{}",
+                            status.as_u16(),
+                            code,
+                            if message.is_empty() { String::new() } else { format!(": {message}") }
+                        ),
                         retry_after: after,
                     });
                 }
@@ -303,9 +329,13 @@ impl Graph {
         match result {
             Ok(a) => Ok(a),
             Err(Attempt::Final(e)) => Err(e),
-            Err(Attempt::Transient { detail, .. }) => Err(EntraError::Transient { attempts, detail: format!("{what}: {detail}") }),
+            Err(Attempt::Transient { detail, .. }) => {
+                Err(EntraError::Transient { attempts, detail: format!("{what}: {detail}") })
+            }
             Err(Attempt::Status { status, code, message }) => Err(match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => EntraError::Permission { status: status.as_u16(), code, message },
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    EntraError::Permission { status: status.as_u16(), code, message }
+                }
                 StatusCode::NOT_FOUND => EntraError::NotFound(format!("{what}: {code} {message}")),
                 // The caller decides what a 400 means.
                 _ => EntraError::Unexpected { status: status.as_u16(), code, message },
@@ -334,9 +364,9 @@ impl Graph {
             .get_version(&app.client_secret_id, None)
             .await
             .map_err(|e| EntraError::ClientSecret(format!("{} ({e})", app.client_secret_id)))?;
-        let secret = secret
-            .value
-            .ok_or_else(|| EntraError::ClientSecret(format!("{} holds binary data, not the client secret", app.client_secret_id)))?;
+        let secret = secret.value.ok_or_else(|| {
+            EntraError::ClientSecret(format!("{} holds binary data, not the client secret", app.client_secret_id))
+        })?;
         let client_secret = secret.expose_secret().trim();
         if client_secret.is_empty() {
             return Err(EntraError::ClientSecret(format!("{} is empty", app.client_secret_id)));
@@ -368,14 +398,23 @@ impl Graph {
             let body = read_limited(resp).await?;
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 let (code, _) = error_parts(&body, &[client_secret]);
-                return Err(Attempt::Transient { detail: format!("sign-in: {} {code}", status.as_u16()), retry_after: after });
+                return Err(Attempt::Transient {
+                    detail: format!("sign-in: {} {code}", status.as_u16()),
+                    retry_after: after,
+                });
             }
             Ok((status, body))
         };
         let deadline = self.deadline;
         let policy = self.shared.retry;
         let (status, body) = op
-            .retry(ExponentialBuilder::default().with_min_delay(policy.min_delay).with_max_delay(policy.max_delay).with_max_times(policy.max_retries).with_jitter())
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(policy.min_delay)
+                    .with_max_delay(policy.max_delay)
+                    .with_max_times(policy.max_retries)
+                    .with_jitter(),
+            )
             .sleep(tokio::time::sleep)
             .when(Attempt::is_transient)
             .adjust(|err, backoff| {
@@ -395,8 +434,12 @@ impl Graph {
             .await
             .map_err(|e| match e {
                 Attempt::Final(e) => e,
-                Attempt::Transient { detail, .. } => EntraError::Transient { attempts: policy.max_retries as u32 + 1, detail },
-                Attempt::Status { status, code, message } => EntraError::Unexpected { status: status.as_u16(), code, message },
+                Attempt::Transient { detail, .. } => {
+                    EntraError::Transient { attempts: policy.max_retries as u32 + 1, detail }
+                }
+                Attempt::Status { status, code, message } => {
+                    EntraError::Unexpected { status: status.as_u16(), code, message }
+                }
             })?;
         if !status.is_success() {
             let (code, message) = error_parts(&body, &[client_secret]);
@@ -437,7 +480,10 @@ fn unexpected(what: &str, why: &str) -> EntraError {
 fn parse_job(v: &Value) -> Result<Job, EntraError> {
     let id = v.get("id").and_then(Value::as_str).ok_or_else(|| unexpected("synchronization job", "no `id`"))?;
     let status = v.get("status").ok_or_else(|| unexpected("synchronization job", "no `status`"))?;
-    let code = status.get("code").and_then(Value::as_str).ok_or_else(|| unexpected("synchronization job", "no `status.code`"))?;
+    let code = status
+        .get("code")
+        .and_then(Value::as_str)
+        .ok_or_else(|| unexpected("synchronization job", "no `status.code`"))?;
     let text = |q: &Value, k: &str| q.get(k).and_then(Value::as_str).map(|s| s.chars().take(200).collect::<String>());
     let quarantine = match status.get("quarantine") {
         Some(q) if q.is_object() => Some(Quarantine {
@@ -446,7 +492,9 @@ fn parse_job(v: &Value) -> Result<Job, EntraError> {
             series_began: text(q, "seriesBegan"),
             next_attempt: text(q, "nextAttempt"),
             error: q.get("error").map(|e| {
-                format!("{} {}", text(e, "code").unwrap_or_default(), text(e, "message").unwrap_or_default()).trim().to_owned()
+                format!("{} {}", text(e, "code").unwrap_or_default(), text(e, "message").unwrap_or_default())
+                    .trim()
+                    .to_owned()
             }),
         }),
         _ => None,
@@ -474,9 +522,12 @@ fn credential_pairs(c: &Credentials) -> Value {
 #[async_trait]
 impl Entra for Graph {
     async fn list_jobs(&self, app: &GraphApp, sp: &str) -> Result<Vec<Job>, EntraError> {
-        let a = self.send("list provisioning jobs", Method::GET, &format!("{}/jobs", self.sp_url(sp)), app, None, &[]).await?;
+        let a = self
+            .send("list provisioning jobs", Method::GET, &format!("{}/jobs", self.sp_url(sp)), app, None, &[])
+            .await?;
         let v: Value = serde_json::from_slice(&a.body).map_err(|_| unexpected("job list", "not JSON"))?;
-        let list = v.get("value").and_then(Value::as_array).ok_or_else(|| unexpected("job list", "no `value` array"))?;
+        let list =
+            v.get("value").and_then(Value::as_array).ok_or_else(|| unexpected("job list", "no `value` array"))?;
         list.iter().map(parse_job).collect()
     }
 
@@ -486,7 +537,12 @@ impl Entra for Graph {
         parse_job(&v)
     }
 
-    async fn validate_credentials(&self, app: &GraphApp, job: &JobRef, creds: Option<&Credentials>) -> Result<Validation, EntraError> {
+    async fn validate_credentials(
+        &self,
+        app: &GraphApp,
+        job: &JobRef,
+        creds: Option<&Credentials>,
+    ) -> Result<Validation, EntraError> {
         let body = match creds {
             Some(c) => json!({"useSavedCredentials": false, "credentials": credential_pairs(c)}),
             None => json!({"useSavedCredentials": true}),
@@ -495,9 +551,19 @@ impl Entra for Graph {
         let url = self.job_url(job, "/validateCredentials");
         match self.send("validateCredentials", Method::POST, &url, app, Some(&body), &scrub).await {
             Ok(a) if a.status == StatusCode::NO_CONTENT || a.status.is_success() => Ok(Validation::Authorized),
-            Ok(a) => Err(EntraError::Unexpected { status: a.status.as_u16(), code: String::new(), message: "unexpected success code".into() }),
+            Ok(a) => Err(EntraError::Unexpected {
+                status: a.status.as_u16(),
+                code: String::new(),
+                message: "unexpected success code".into(),
+            }),
             Err(EntraError::Unexpected { status: 400, code, message }) => {
-                let why = if message.is_empty() { code } else if code.is_empty() { message } else { format!("{code}: {message}") };
+                let why = if message.is_empty() {
+                    code
+                } else if code.is_empty() {
+                    message
+                } else {
+                    format!("{code}: {message}")
+                };
                 Ok(Validation::Refused(if why.is_empty() { "400 Bad Request".into() } else { why }))
             }
             Err(e) => Err(e),
@@ -507,7 +573,8 @@ impl Entra for Graph {
     async fn save_credentials(&self, app: &GraphApp, sp: &str, creds: &Credentials) -> Result<(), EntraError> {
         let body = json!({"value": credential_pairs(creds)});
         let url = format!("{}/secrets", self.sp_url(sp));
-        self.send("save the token (PUT secrets)", Method::PUT, &url, app, Some(&body), &[creds.secret_token.expose()]).await?;
+        self.send("save the token (PUT secrets)", Method::PUT, &url, app, Some(&body), &[creds.secret_token.expose()])
+            .await?;
         Ok(())
     }
 

@@ -70,10 +70,7 @@ fn decode_on_demand(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Dec
             "validate" => Action::Validate,
             "apply" => Action::Apply,
             other => {
-                return Err(err(format!(
-                    "unknown action `{}`; use sync, check, validate or apply",
-                    printable(other)
-                )))
+                return Err(err(format!("unknown action `{}`; use sync, check, validate or apply", printable(other))))
             }
         },
         Some(v) => return Err(err(format!("`action` must be a string, got {}", kind_of(v)))),
@@ -126,19 +123,35 @@ fn decode_eventbridge(obj: &Map<String, Value>, defaults: &Defaults) -> Result<D
     let source = obj.get("source").and_then(Value::as_str).unwrap_or_default();
     let detail_type = obj.get("detail-type").and_then(Value::as_str).unwrap_or_default();
     let event = Value::Object(obj.clone());
-    let sync_all = || Decoded::Run(RunRequest { action: Action::Sync, targets: Targets::All, opts: Options { dry_run: defaults.dry_run, force: false } });
+    let sync_all = || {
+        Decoded::Run(RunRequest {
+            action: Action::Sync,
+            targets: Targets::All,
+            opts: Options { dry_run: defaults.dry_run, force: false },
+        })
+    };
     let sync_one = |id: crate::types::SecretId| {
-        Decoded::Run(RunRequest { action: Action::Sync, targets: Targets::One(id), opts: Options { dry_run: defaults.dry_run, force: false } })
+        Decoded::Run(RunRequest {
+            action: Action::Sync,
+            targets: Targets::One(id),
+            opts: Options { dry_run: defaults.dry_run, force: false },
+        })
     };
     match (source, detail_type) {
         ("aws.scheduler", _) | ("aws.events", "Scheduled Event") => Ok(sync_all()),
         ("aws.secretsmanager", "Secret Label Updated") => {
-            let label = str_at(&event, &["detail", "labelUpdated"]).ok_or_else(|| err("a Secret Label Updated event without detail.labelUpdated"))?;
+            let label = str_at(&event, &["detail", "labelUpdated"])
+                .ok_or_else(|| err("a Secret Label Updated event without detail.labelUpdated"))?;
             let name = str_at(&event, &["detail", "name"]);
             let arn = obj.get("resources").and_then(Value::as_array).and_then(|r| r.first()).and_then(Value::as_str);
-            let named = name.or(arn).ok_or_else(|| err("a Secret Label Updated event without detail.name or resources"))?;
+            let named =
+                name.or(arn).ok_or_else(|| err("a Secret Label Updated event without detail.name or resources"))?;
             if label != "AWSCURRENT" {
-                return Ok(Decoded::Ignore(format!("label {} moved on {}; only AWSCURRENT starts a sync", printable(label), printable(named))));
+                return Ok(Decoded::Ignore(format!(
+                    "label {} moved on {}; only AWSCURRENT starts a sync",
+                    printable(label),
+                    printable(named)
+                )));
             }
             let found = arn.and_then(|a| target(defaults, a)).or_else(|| name.and_then(|n| target(defaults, n)));
             Ok(match found {
@@ -149,7 +162,10 @@ fn decode_eventbridge(obj: &Map<String, Value>, defaults: &Defaults) -> Result<D
         ("aws.secretsmanager", "AWS API Call via CloudTrail") => {
             let name = str_at(&event, &["detail", "eventName"]).unwrap_or_default();
             if !matches!(name, "PutSecretValue" | "UpdateSecret") {
-                return Ok(Decoded::Ignore(format!("CloudTrail event {}; only PutSecretValue and UpdateSecret start a sync", printable(name))));
+                return Ok(Decoded::Ignore(format!(
+                    "CloudTrail event {}; only PutSecretValue and UpdateSecret start a sync",
+                    printable(name)
+                )));
             }
             if let Some(code) = str_at(&event, &["detail", "errorCode"]) {
                 return Ok(Decoded::Ignore(format!("{name} failed ({}); nothing changed", printable(code))));
@@ -159,9 +175,12 @@ fn decode_eventbridge(obj: &Map<String, Value>, defaults: &Defaults) -> Result<D
                 str_at(&event, &["detail", "responseElements", "aRN"]),
                 str_at(&event, &["detail", "requestParameters", "secretId"]),
             ];
-            let named = candidates.iter().flatten().next().copied().ok_or_else(|| {
-                err(format!("a CloudTrail {name} event without requestParameters.secretId"))
-            })?;
+            let named = candidates
+                .iter()
+                .flatten()
+                .next()
+                .copied()
+                .ok_or_else(|| err(format!("a CloudTrail {name} event without requestParameters.secretId")))?;
             Ok(match candidates.iter().flatten().find_map(|c| target(defaults, c)) {
                 Some(id) => sync_one(id),
                 None => Decoded::Ignore(format!("{} is not a target of this function", printable(named))),
@@ -181,10 +200,13 @@ mod tests {
     use serde_json::json;
 
     fn defaults() -> Defaults {
-        let vars = [("SCIM_RELAY_SECRET_IDS", "scim-relay/abm,arn:aws:secretsmanager:us-east-1:123456789012:secret:scim-relay/asm-Ab12Cd")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars = [(
+            "SCIM_RELAY_SECRET_IDS",
+            "scim-relay/abm,arn:aws:secretsmanager:us-east-1:123456789012:secret:scim-relay/asm-Ab12Cd",
+        )]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         Defaults::from_vars(&vars).unwrap()
     }
 
@@ -218,11 +240,20 @@ mod tests {
 
     #[test]
     fn events() {
-        assert_eq!(run(json!({"source":"aws.scheduler","detail-type":"Scheduled Event","detail":"{}"})).targets, Targets::All);
-        assert_eq!(run(json!({"source":"aws.events","detail-type":"Scheduled Event","detail":{}})).targets, Targets::All);
+        assert_eq!(
+            run(json!({"source":"aws.scheduler","detail-type":"Scheduled Event","detail":"{}"})).targets,
+            Targets::All
+        );
+        assert_eq!(
+            run(json!({"source":"aws.events","detail-type":"Scheduled Event","detail":{}})).targets,
+            Targets::All
+        );
         let label = |l: &str, n: &str| json!({"source":"aws.secretsmanager","detail-type":"Secret Label Updated","detail":{"name":n,"labelUpdated":l,"versionId":"v"}});
         assert!(matches!(run(label("AWSCURRENT", "scim-relay/abm")).targets, Targets::One(_)));
-        assert!(matches!(decode(&label("SCIM_RELAY_APPLIED", "scim-relay/abm"), &defaults()).unwrap(), Decoded::Ignore(_)));
+        assert!(matches!(
+            decode(&label("SCIM_RELAY_APPLIED", "scim-relay/abm"), &defaults()).unwrap(),
+            Decoded::Ignore(_)
+        ));
         assert!(matches!(decode(&label("AWSCURRENT", "other"), &defaults()).unwrap(), Decoded::Ignore(_)));
         let ct = json!({"source":"aws.secretsmanager","detail-type":"AWS API Call via CloudTrail","detail":{"eventSource":"secretsmanager.amazonaws.com","eventName":"PutSecretValue","requestParameters":{"secretId":"scim-relay/asm"},"responseElements":{"aRN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:scim-relay/asm-Ab12Cd"}}});
         assert!(matches!(run(ct).targets, Targets::One(_)));

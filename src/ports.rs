@@ -71,7 +71,13 @@ pub trait SecretStore: Send + Sync {
     async fn get_version(&self, id: &SecretId, version_id: Option<&str>) -> Result<SecretVersion, StoreError>;
     /// Moves `label` onto `to`, taking it off `from` (None when nothing
     /// holds it). With `to` None the label is only taken off `from`.
-    async fn move_label(&self, id: &SecretId, label: &str, to: Option<&str>, from: Option<&str>) -> Result<(), StoreError>;
+    async fn move_label(
+        &self,
+        id: &SecretId,
+        label: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), StoreError>;
     async fn tag(&self, id: &SecretId, tags: &[(String, String)]) -> Result<(), StoreError>;
 }
 
@@ -161,8 +167,18 @@ pub trait Entra: Send + Sync {
     async fn list_jobs(&self, app: &GraphApp, service_principal_id: &str) -> Result<Vec<Job>, EntraError>;
     async fn get_job(&self, app: &GraphApp, job: &JobRef) -> Result<Job, EntraError>;
     /// `None` tests the saved credentials (`useSavedCredentials: true`).
-    async fn validate_credentials(&self, app: &GraphApp, job: &JobRef, creds: Option<&Credentials>) -> Result<Validation, EntraError>;
-    async fn save_credentials(&self, app: &GraphApp, service_principal_id: &str, creds: &Credentials) -> Result<(), EntraError>;
+    async fn validate_credentials(
+        &self,
+        app: &GraphApp,
+        job: &JobRef,
+        creds: Option<&Credentials>,
+    ) -> Result<Validation, EntraError>;
+    async fn save_credentials(
+        &self,
+        app: &GraphApp,
+        service_principal_id: &str,
+        creds: &Credentials,
+    ) -> Result<(), EntraError>;
     /// `POST .../start`: documented to clear a quarantine.
     async fn start_job(&self, app: &GraphApp, job: &JobRef) -> Result<(), EntraError>;
 }

@@ -58,7 +58,11 @@ impl RunReport {
             parts.push(format!("{} of {} target(s) failed: {}", failed.len(), self.results.len(), failed.join(" | ")));
         }
         if !self.undelivered.is_empty() {
-            parts.push(format!("{} alert(s) could not be delivered: {}", self.undelivered.len(), self.undelivered.join(" | ")));
+            parts.push(format!(
+                "{} alert(s) could not be delivered: {}",
+                self.undelivered.len(),
+                self.undelivered.join(" | ")
+            ));
         }
         Some(parts.join("; "))
     }
@@ -86,7 +90,8 @@ impl Relay {
         retry: RetryPolicy,
         clock: Clock,
     ) -> Result<Self, String> {
-        let graph = GraphShared::new(defaults.graph_endpoint.clone(), defaults.login_endpoint.clone(), store.clone(), retry)?;
+        let graph =
+            GraphShared::new(defaults.graph_endpoint.clone(), defaults.login_endpoint.clone(), store.clone(), retry)?;
         Ok(Self { defaults, store, graph: Arc::new(graph), notifier, clock })
     }
 
@@ -129,9 +134,19 @@ impl Relay {
         report
     }
 
-    async fn run_target(&self, id: &SecretId, req: &RunRequest, entra: &Graph, deadline: Option<Instant>) -> (TargetResult, Vec<String>) {
+    async fn run_target(
+        &self,
+        id: &SecretId,
+        req: &RunRequest,
+        entra: &Graph,
+        deadline: Option<Instant>,
+    ) -> (TargetResult, Vec<String>) {
         if deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < TARGET_START_MARGIN) {
-            let r = TargetResult::failed(id.as_str(), Step::Deadline, "too little time was left in the invocation to start this target; the next run will");
+            let r = TargetResult::failed(
+                id.as_str(),
+                Step::Deadline,
+                "too little time was left in the invocation to start this target; the next run will",
+            );
             log_result(&r);
             return (r, Vec::new());
         }
@@ -139,7 +154,9 @@ impl Relay {
             Ok(info) => info,
             Err(e) => {
                 let msg = match e {
-                    StoreError::NotFound(_) => format!("secret {id} does not exist; create it or remove it from SCIM_RELAY_SECRET_IDS"),
+                    StoreError::NotFound(_) => {
+                        format!("secret {id} does not exist; create it or remove it from SCIM_RELAY_SECRET_IDS")
+                    }
                     other => other.to_string(),
                 };
                 let r = TargetResult::failed(id.as_str(), Step::ReadSecret, msg);

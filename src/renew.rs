@@ -7,7 +7,9 @@ use tracing::{info, warn};
 
 use crate::alert::{Alert, AlertFacts, AlertKind};
 use crate::config::TargetConfig;
-use crate::ports::{Credentials, Entra, EntraError, GraphApp, Job, JobRef, SecretInfo, SecretStore, StoreError, Validation};
+use crate::ports::{
+    Credentials, Entra, EntraError, GraphApp, Job, JobRef, SecretInfo, SecretStore, StoreError, Validation,
+};
 use crate::secret_value::{format_date, format_time, Expiry, ExpirySource, SecretValue, SecretValueError};
 
 pub const LABEL_CURRENT: &str = "AWSCURRENT";
@@ -232,7 +234,10 @@ impl Renewal<'_> {
                     alerts.push(Alert::new(AlertKind::Failed, &self.facts(None, None, &r.message)));
                 }
                 if writes {
-                    let tags = vec![(TAG_STATUS.to_owned(), "failed".to_owned()), (TAG_CHECKED_AT.to_owned(), format_time(self.now))];
+                    let tags = vec![
+                        (TAG_STATUS.to_owned(), "failed".to_owned()),
+                        (TAG_CHECKED_AT.to_owned(), format_time(self.now)),
+                    ];
                     if let Err(e) = self.store.tag(&self.cfg.secret_id, &tags).await {
                         warn!(secret_id = self.id(), error = %e, "could not record the failure on the secret");
                     }
@@ -248,7 +253,10 @@ impl Renewal<'_> {
     async fn sync(&self, opts: Options, info: &SecretInfo, alerts: &mut Vec<Alert>) -> Result<TargetResult, Failure> {
         let current = info
             .version_with(LABEL_CURRENT)
-            .ok_or_else(|| Failure { step: Step::ReadSecret, message: "the secret has no AWSCURRENT version; store a token in it".into() })?
+            .ok_or_else(|| Failure {
+                step: Step::ReadSecret,
+                message: "the secret has no AWSCURRENT version; store a token in it".into(),
+            })?
             .to_owned();
         let applied = info.version_with(LABEL_APPLIED).map(str::to_owned);
         let is_new = !info.has_label(&current, LABEL_APPLIED) && !info.has_label(&current, LABEL_REJECTED);
@@ -282,7 +290,8 @@ impl Renewal<'_> {
         }
         if opts.dry_run {
             let mut r = self.result_for(Outcome::WouldApply, &current, Some(&candidate.expiry));
-            r.message = format!("dry run: version {current} passed Test Connection and would be applied; nothing was written");
+            r.message =
+                format!("dry run: version {current} passed Test Connection and would be applied; nothing was written");
             return Ok(r);
         }
 
@@ -291,7 +300,9 @@ impl Renewal<'_> {
         self.entra.save_credentials(&app, &job.service_principal_id, &creds).await.at(Step::SaveToken)?;
 
         // Step 4: test what Entra saved; put the previous token back if it fails.
-        if let Validation::Refused(why) = self.entra.validate_credentials(&app, &job, None).await.at(Step::RetestSavedToken)? {
+        if let Validation::Refused(why) =
+            self.entra.validate_credentials(&app, &job, None).await.at(Step::RetestSavedToken)?
+        {
             return self.roll_back(info, &candidate, applied.as_deref(), &app, &job, why, alerts).await;
         }
 
@@ -316,7 +327,10 @@ impl Renewal<'_> {
         }
         if info.has_label(&current, LABEL_REJECTED) {
             // A forced re-push of a rejected version that now works.
-            self.store.move_label(&self.cfg.secret_id, LABEL_REJECTED, None, Some(&current)).await.at(Step::MoveLabel)?;
+            self.store
+                .move_label(&self.cfg.secret_id, LABEL_REJECTED, None, Some(&current))
+                .await
+                .at(Step::MoveLabel)?;
         }
         self.write_tags("applied", Some(&candidate.expiry)).await;
         let mut detail = format!("version {current} is live in Entra and passed Test Connection after saving");
@@ -337,8 +351,11 @@ impl Renewal<'_> {
         let v = self.store.get_version(&self.cfg.secret_id, Some(version_id)).await.at(Step::ReadSecret)?;
         let Some(raw) = v.value.as_ref() else { return Ok(Err(SecretValueError::Binary)) };
         use secrecy::ExposeSecret;
-        Ok(SecretValue::parse_and_check(raw.expose_secret(), v.created, self.now)
-            .map(|(value, expiry)| Candidate { version_id: version_id.to_owned(), value, expiry }))
+        Ok(SecretValue::parse_and_check(raw.expose_secret(), v.created, self.now).map(|(value, expiry)| Candidate {
+            version_id: version_id.to_owned(),
+            value,
+            expiry,
+        }))
     }
 
     /// The applied version's value and expiry, if a version is applied.
@@ -410,7 +427,10 @@ impl Renewal<'_> {
         }
         if !info.has_label(version, LABEL_REJECTED) {
             let holder = info.version_with(LABEL_REJECTED);
-            self.store.move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder).await.at(Step::MoveLabel)?;
+            self.store
+                .move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder)
+                .await
+                .at(Step::MoveLabel)?;
         }
         self.write_tags("rejected", live.as_ref().map(|c| &c.expiry)).await;
         alerts.push(Alert::new(
@@ -450,7 +470,9 @@ impl Renewal<'_> {
             secret_token: previous.value.token.clone(),
         };
         self.entra.save_credentials(app, &job.service_principal_id, &creds).await.at(Step::RestorePreviousToken)?;
-        if let Validation::Refused(again) = self.entra.validate_credentials(app, job, None).await.at(Step::RestorePreviousToken)? {
+        if let Validation::Refused(again) =
+            self.entra.validate_credentials(app, job, None).await.at(Step::RestorePreviousToken)?
+        {
             return Err(Failure {
                 step: Step::RestorePreviousToken,
                 message: format!(
@@ -462,7 +484,10 @@ impl Renewal<'_> {
         // Not tried again until a newer version arrives or `force` is given.
         if !info.has_label(version, LABEL_REJECTED) {
             let holder = info.version_with(LABEL_REJECTED);
-            self.store.move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder).await.at(Step::MoveLabel)?;
+            self.store
+                .move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder)
+                .await
+                .at(Step::MoveLabel)?;
         }
         self.write_tags("rolled_back", Some(&previous.expiry)).await;
         let mut r = self.result_for(Outcome::RolledBack, version, Some(&previous.expiry));
@@ -476,7 +501,12 @@ impl Renewal<'_> {
 
     /// Another run moved the label first. If it is on our version, that run
     /// did the job (and sent the alert); otherwise report the conflict.
-    async fn lost_race(&self, current: &str, detail: String, mut result: TargetResult) -> Result<TargetResult, Failure> {
+    async fn lost_race(
+        &self,
+        current: &str,
+        detail: String,
+        mut result: TargetResult,
+    ) -> Result<TargetResult, Failure> {
         let now = self.store.describe(&self.cfg.secret_id).await.at(Step::MoveLabel)?;
         if now.has_label(current, LABEL_APPLIED) {
             result.outcome = Outcome::Unchanged;
@@ -486,7 +516,13 @@ impl Renewal<'_> {
         Err(Failure { step: Step::MoveLabel, message: format!("{detail}; the next run will finish the job") })
     }
 
-    async fn unchanged(&self, info: &SecretInfo, current: &str, applied: Option<&str>, write: bool) -> Result<TargetResult, Failure> {
+    async fn unchanged(
+        &self,
+        info: &SecretInfo,
+        current: &str,
+        applied: Option<&str>,
+        write: bool,
+    ) -> Result<TargetResult, Failure> {
         let live = self.applied_token(applied).await?;
         let mut r = match &live {
             Some(c) => self.result_for(Outcome::Unchanged, &c.version_id, Some(&c.expiry)),
@@ -561,7 +597,8 @@ impl Renewal<'_> {
 
     /// Best effort: the outcome stands even if the tags cannot be written.
     async fn write_tags(&self, status: &str, expiry: Option<&Expiry>) {
-        let mut tags = vec![(TAG_STATUS.to_owned(), status.to_owned()), (TAG_CHECKED_AT.to_owned(), format_time(self.now))];
+        let mut tags =
+            vec![(TAG_STATUS.to_owned(), status.to_owned()), (TAG_CHECKED_AT.to_owned(), format_time(self.now))];
         if let Some(e) = expiry {
             tags.push((TAG_EXPIRES_AT.to_owned(), format_time(e.at)));
             tags.push((TAG_EXPIRES_SOURCE.to_owned(), e.source.as_str().to_owned()));

@@ -171,9 +171,7 @@ fn jwt_exp(token: &str) -> Option<Timestamp> {
     if parts.next().is_some() || payload.len() > 8192 {
         return None;
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: Value = serde_json::from_slice(&bytes).ok()?;
     let exp = claims.get("exp")?;
     let secs = exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64))?;
@@ -214,7 +212,10 @@ mod tests {
 
     #[test]
     fn json_value_with_date() {
-        let v = SecretValue::parse(r#"{"token":"t1","expires_at":"2027-11-20","tenant_url":"https://federation.apple.com/feeds/school/scim"}"#).unwrap();
+        let v = SecretValue::parse(
+            r#"{"token":"t1","expires_at":"2027-11-20","tenant_url":"https://federation.apple.com/feeds/school/scim"}"#,
+        )
+        .unwrap();
         let e = v.expiry(None, now());
         assert_eq!((format_time(e.at).as_str(), e.source), ("2027-11-20T00:00:00Z", ExpirySource::Explicit));
         assert_eq!(v.tenant_url.unwrap().as_str(), crate::types::ASM_TENANT_URL);
@@ -229,7 +230,8 @@ mod tests {
         assert_eq!((e.at.as_second(), e.source), (exp, ExpirySource::Jwt));
         assert_eq!(e.days_left(now()), 10);
         // explicit wins over the claim
-        let v = SecretValue::parse(&format!(r#"{{"token":"{}","expires_at":"2030-01-01T00:00:00Z"}}"#, jwt(exp))).unwrap();
+        let v =
+            SecretValue::parse(&format!(r#"{{"token":"{}","expires_at":"2030-01-01T00:00:00Z"}}"#, jwt(exp))).unwrap();
         assert_eq!(v.expiry(None, now()).source, ExpirySource::Explicit);
     }
 
@@ -254,7 +256,10 @@ mod tests {
             assert!(!err.contains(canary), "{err}");
         }
         let err = SecretValue::parse(r#"{"token":"x","expires":"2027-01-01"}"#).unwrap_err();
-        assert_eq!(err.to_string(), "unknown key(s) `expires`; allowed keys are `token`, `expires_at` and `tenant_url`");
+        assert_eq!(
+            err.to_string(),
+            "unknown key(s) `expires`; allowed keys are `token`, `expires_at` and `tenant_url`"
+        );
         let err = SecretValue::parse_and_check(r#"{"token":"x","expires_at":"2020-01-01"}"#, None, now()).unwrap_err();
         assert!(matches!(err, SecretValueError::Expired(_)));
         let old_jwt = jwt(now().as_second() - 10);

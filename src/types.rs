@@ -163,7 +163,12 @@ impl Endpoint {
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}
-            "http" => return Err(format!("`{}` must use https (plain http is allowed only for a loopback address)", printable(s))),
+            "http" => {
+                return Err(format!(
+                    "`{}` must use https (plain http is allowed only for a loopback address)",
+                    printable(s)
+                ))
+            }
             _ => return Err(format!("`{}` must be an https URL", printable(s))),
         }
         if url.host().is_none() || url.query().is_some() || !url.username().is_empty() {
@@ -254,7 +259,8 @@ mod tests {
         assert!(SecretId::parse("scim-relay/abm").is_ok());
         assert!(SecretId::parse("").is_err());
         assert!(SecretId::parse("a b").is_err());
-        let arn = SecretId::parse("arn:aws:secretsmanager:eu-west-1:123456789012:secret:scim-relay/abm-AbC123").unwrap();
+        let arn =
+            SecretId::parse("arn:aws:secretsmanager:eu-west-1:123456789012:secret:scim-relay/abm-AbC123").unwrap();
         assert_eq!(arn.name(), "scim-relay/abm");
         assert!(arn.matches("scim-relay/abm"));
         assert!(arn.matches("arn:aws:secretsmanager:eu-west-1:123456789012:secret:scim-relay/abm"));
@@ -267,7 +273,10 @@ mod tests {
 
     #[test]
     fn tenant_urls() {
-        assert_eq!(TenantUrl::parse(" https://federation.apple.com/feeds/business/scim/ ").unwrap().as_str(), ABM_TENANT_URL);
+        assert_eq!(
+            TenantUrl::parse(" https://federation.apple.com/feeds/business/scim/ ").unwrap().as_str(),
+            ABM_TENANT_URL
+        );
         assert!(TenantUrl::parse("http://federation.apple.com/feeds/business/scim").is_err());
         assert!(TenantUrl::parse("federation.apple.com").is_err());
         assert!(TenantUrl::parse("https://u:p@example.com/").is_err());
@@ -291,7 +300,10 @@ mod tests {
         assert_eq!(Token::parse("ab cd").unwrap_err(), TokenError::InnerWhitespace);
         assert_eq!(Token::parse("ab\ncd").unwrap_err(), TokenError::InnerWhitespace);
         assert_eq!(Token::parse("ab\u{7}cd").unwrap_err(), TokenError::ControlCharacter);
-        assert_eq!(Token::parse("https://federation.apple.com/feeds/business/scim").unwrap_err(), TokenError::LooksLikeUrl);
+        assert_eq!(
+            Token::parse("https://federation.apple.com/feeds/business/scim").unwrap_err(),
+            TokenError::LooksLikeUrl
+        );
         assert_eq!(Token::parse("federation.apple.com/feeds/business/scim").unwrap_err(), TokenError::LooksLikeUrl);
     }
 }

@@ -1,0 +1,335 @@
+//! Test harness: a real moto_server (Secrets Manager + SNS), the Entra
+//! simulator, and the real adapters wired as in production. No mocks.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use aws_sdk_secretsmanager::config::Credentials;
+use entra_sim::{Sim, SimConfig};
+use jiff::Timestamp;
+use scim_relay::aws::{AwsSecretStore, SnsNotifier};
+use scim_relay::config::Defaults;
+use scim_relay::graph::RetryPolicy;
+use scim_relay::handler::{decode, Decoded};
+use scim_relay::ports::{Notifier, SecretStore};
+use scim_relay::relay::{Relay, RunReport};
+use serde_json::Value;
+
+pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+pub const CLIENT_ID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+pub const SP: &str = "99999999-8888-7777-6666-555555555555";
+pub const JOB: &str = "Apple.0a1b2c3d4e5f.9f8e7d6c5b4a";
+/// Every secret in the suite contains this marker; none may ever be printed.
+pub const CANARY: &str = "CANARY-";
+pub const CLIENT_SECRET: &str = "CANARY-graph-client-secret";
+
+// ------------------------------------------------------------- logging --
+
+/// Every log line of the whole test binary, at TRACE.
+pub fn logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+struct LogWriter;
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        logs().lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logging() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(|| LogWriter)
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+pub fn log_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+}
+
+// ---------------------------------------------------------------- moto --
+
+struct Moto {
+    url: String,
+    _child: Child,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn venv_bin(name: &str) -> String {
+    let venv = std::env::var("SCIM_RELAY_VENV").unwrap_or_else(|_| format!("{}/.venv", env!("CARGO_MANIFEST_DIR")));
+    let path = format!("{venv}/bin/{name}");
+    assert!(
+        std::path::Path::new(&path).exists(),
+        "{path} is missing: run ./scripts/test.sh (it creates the venv), or ./scripts/venv.sh first"
+    );
+    path
+}
+
+/// One moto_server per test binary. A tiny Python watchdog kills it when
+/// this test process exits, so no server outlives the tests.
+fn moto() -> &'static str {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    &MOTO
+        .get_or_init(|| {
+            let port = free_port();
+            let watchdog = r#"
+import os, subprocess, sys, time
+p = subprocess.Popen([sys.executable, sys.argv[1], "-H", "127.0.0.1", "-p", sys.argv[2]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+parent = os.getppid()
+try:
+    while os.getppid() == parent and p.poll() is None:
+        time.sleep(0.3)
+finally:
+    p.kill()
+"#;
+            // Kept for the life of the test process; the watchdog ends with it.
+            #[allow(clippy::zombie_processes)]
+            let child = Command::new(venv_bin("python"))
+                .args(["-c", watchdog, concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto_server.py"), &port.to_string()])
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            let url = format!("http://127.0.0.1:{port}");
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Moto { url, _child: child };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("moto_server did not start on port {port}");
+        })
+        .url
+}
+
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(moto())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+// ------------------------------------------------------------- harness --
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// One scenario's world: its own simulator, secrets, topic and clock.
+pub struct World {
+    pub sim: Sim,
+    pub sm: aws_sdk_secretsmanager::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub aws: aws_config::SdkConfig,
+    pub topic_arn: String,
+    pub prefix: String,
+    pub secret_ids: Vec<String>,
+    pub client_secret_id: String,
+    pub now: Arc<AtomicI64>,
+    pub env: HashMap<String, String>,
+}
+
+impl World {
+    /// A world with one target secret (not yet holding a value) and a job.
+    pub async fn new(name: &str) -> World {
+        Self::with_targets(name, 1).await
+    }
+
+    pub async fn with_targets(name: &str, n: usize) -> World {
+        init_logging();
+        let sim = Sim::start(SimConfig {
+            client_id: CLIENT_ID.into(),
+            client_secret: CLIENT_SECRET.into(),
+            token_lifetime_secs: 3599,
+        })
+        .await
+        .expect("start the Entra simulator");
+        sim.add_job(SP, JOB, "Active");
+        let aws = aws_config().await;
+        let sm = aws_sdk_secretsmanager::Client::new(&aws);
+        let sns = aws_sdk_sns::Client::new(&aws);
+        let prefix = format!("t{}-{}", COUNTER.fetch_add(1, Ordering::SeqCst), name);
+        let client_secret_id = format!("{prefix}/graph");
+        sm.create_secret().name(&client_secret_id).secret_string(CLIENT_SECRET).send().await.unwrap();
+        let mut secret_ids = Vec::new();
+        for i in 0..n {
+            let id = if n == 1 { format!("{prefix}/abm") } else { format!("{prefix}/abm{i}") };
+            sm.create_secret().name(&id).send().await.unwrap();
+            secret_ids.push(id);
+        }
+        let topic_arn = sns
+            .create_topic()
+            .name(format!("{prefix}-alerts").replace('/', "-"))
+            .send()
+            .await
+            .unwrap()
+            .topic_arn
+            .unwrap();
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("http")
+            .endpoint(format!("{}/sns-sink", sim.url()))
+            .send()
+            .await
+            .unwrap();
+        let env: HashMap<String, String> = [
+            ("SCIM_RELAY_SECRET_IDS", secret_ids.join(",")),
+            ("ENTRA_TENANT_ID", TENANT.to_owned()),
+            ("ENTRA_CLIENT_ID", CLIENT_ID.to_owned()),
+            ("ENTRA_CLIENT_SECRET_ID", client_secret_id.clone()),
+            ("ENTRA_SERVICE_PRINCIPAL_ID", SP.to_owned()),
+            ("ENTRA_JOB_ID", JOB.to_owned()),
+            ("GRAPH_ENDPOINT", sim.url()),
+            ("LOGIN_ENDPOINT", sim.url()),
+            ("ALERT_TOPIC_ARN", topic_arn.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let now = Arc::new(AtomicI64::new(Timestamp::now().as_second()));
+        World { sim, sm, sns, aws, topic_arn, prefix, secret_ids, client_secret_id, now, env }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.secret_ids[0]
+    }
+
+    /// A unique canary token for this world.
+    pub fn token(&self, label: &str) -> String {
+        format!("{CANARY}{}-{label}", self.prefix.replace('/', "-"))
+    }
+
+    pub fn relay(&self) -> Relay {
+        let defaults = Defaults::from_vars(&self.env).expect("test configuration is valid");
+        let store: Arc<dyn SecretStore> = Arc::new(AwsSecretStore::new(&self.aws));
+        let notifier: Option<Arc<dyn Notifier>> =
+            defaults.alert_topic_arn.clone().map(|arn| Arc::new(SnsNotifier::new(&self.aws, arn)) as Arc<dyn Notifier>);
+        let retry =
+            RetryPolicy { min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(300), max_retries: 4 };
+        let now = self.now.clone();
+        Relay::new(
+            defaults,
+            store,
+            notifier,
+            retry,
+            Arc::new(move || Timestamp::from_second(now.load(Ordering::SeqCst)).unwrap()),
+        )
+        .expect("build relay")
+    }
+
+    /// Stores a new version (AWSCURRENT) and returns its version ID.
+    pub async fn put(&self, value: &str) -> String {
+        self.put_to(self.id(), value).await
+    }
+
+    pub async fn put_to(&self, id: &str, value: &str) -> String {
+        self.sm.put_secret_value().secret_id(id).secret_string(value).send().await.unwrap().version_id.unwrap()
+    }
+
+    /// Runs one invocation as the Lambda handler would, from a JSON payload.
+    pub async fn invoke(&self, payload: Value) -> Result<RunReport, String> {
+        let relay = self.relay();
+        let req = match decode(&payload, &relay.defaults).map_err(|e| e.to_string())? {
+            Decoded::Run(req) => req,
+            Decoded::Ignore(why) => return Err(format!("ignored: {why}")),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let report = relay.run(&req, Some(deadline)).await;
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(!text.contains(CANARY), "a secret leaked into the result");
+        if let Some(e) = report.error_summary() {
+            assert!(!e.contains(CANARY), "a secret leaked into the error");
+        }
+        Ok(report)
+    }
+
+    pub async fn sync(&self) -> RunReport {
+        self.invoke(serde_json::json!({})).await.unwrap()
+    }
+
+    /// Staging labels of every version.
+    pub async fn labels(&self) -> HashMap<String, Vec<String>> {
+        self.labels_of(self.id()).await
+    }
+
+    pub async fn labels_of(&self, id: &str) -> HashMap<String, Vec<String>> {
+        self.sm.describe_secret().secret_id(id).send().await.unwrap().version_ids_to_stages.unwrap_or_default()
+    }
+
+    pub async fn version_with(&self, label: &str) -> Option<String> {
+        self.labels().await.into_iter().find(|(_, ls)| ls.iter().any(|l| l == label)).map(|(v, _)| v)
+    }
+
+    pub async fn tags(&self) -> HashMap<String, String> {
+        self.sm
+            .describe_secret()
+            .secret_id(self.id())
+            .send()
+            .await
+            .unwrap()
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+            .collect()
+    }
+
+    /// SNS notifications delivered so far: (subject, body).
+    pub async fn alerts(&self) -> Vec<(String, String)> {
+        // moto delivers synchronously during Publish; allow a moment anyway.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let msgs: Vec<(String, String)> = self
+            .sim
+            .sns_messages()
+            .iter()
+            .map(|m| {
+                (
+                    m.get("Subject").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    m.get("Message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        for (s, b) in &msgs {
+            assert!(!s.contains(CANARY) && !b.contains(CANARY), "a secret leaked into an alert");
+        }
+        msgs
+    }
+
+    /// Requests that change Entra (PUT secrets, start, restart).
+    pub fn entra_writes(&self) -> usize {
+        use entra_sim::Route;
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| matches!(r.route, Some(Route::PutSecrets | Route::Start | Route::Restart)))
+            .count()
+    }
+
+    pub fn saved_token(&self) -> Option<String> {
+        self.sim.saved_credentials(SP).map(|(_, t)| t)
+    }
+
+    pub fn assert_no_leaks(&self) {
+        let logs = log_text();
+        assert!(!logs.contains(CANARY), "a secret leaked into the logs");
+        assert!(!logs.contains("sim-at-"), "a Graph access token leaked into the logs");
+    }
+}
