@@ -11,6 +11,7 @@ pub mod aws;
 pub mod config;
 pub mod graph;
 pub mod handler;
+pub mod metrics;
 pub mod ports;
 pub mod relay;
 pub mod renew;

@@ -56,7 +56,12 @@ async fn main() -> Result<(), Error> {
         let deadline = Duration::from_millis(event.context.deadline.saturating_sub(now_millis()));
         let deadline = tokio::time::Instant::now() + deadline;
         info!(action = ?req.action, targets = ?req.targets, dry_run = req.opts.dry_run, force = req.opts.force, "invocation started");
+        let retries_before = relay.graph().retries();
         let report = relay.run(&req, Some(deadline)).await;
+        let retries = relay.graph().retries().saturating_sub(retries_before);
+        for line in scim_relay::metrics::emf_lines(&report, retries, now_millis() as i64) {
+            println!("{line}");
+        }
         let result = serde_json::to_value(&report)?;
         info!(result = %result, "invocation finished");
         match report.error_summary() {

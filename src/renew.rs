@@ -19,6 +19,15 @@ pub const TAG_STATUS: &str = "scim-relay:status";
 pub const TAG_CHECKED_AT: &str = "scim-relay:checked-at";
 pub const TAG_EXPIRES_AT: &str = "scim-relay:expires-at";
 pub const TAG_EXPIRES_SOURCE: &str = "scim-relay:expires-source";
+/// `VERSION:DAYS`: the last `expiring` threshold announced for the applied version.
+pub const TAG_EXPIRY_WARNED: &str = "scim-relay:expiry-warned";
+/// The UTC date of the last `expired` alert.
+pub const TAG_EXPIRED_ALERTED: &str = "scim-relay:expired-alerted";
+/// The quarantine series (Graph's `seriesBegan`) last alerted.
+pub const TAG_QUARANTINE_ALERTED: &str = "scim-relay:quarantine-alerted";
+
+/// `expiring` is announced once at each of these days left (inside the window).
+pub const EXPIRY_THRESHOLDS: [i64; 5] = [30, 14, 7, 3, 1];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -261,7 +270,7 @@ impl Renewal<'_> {
         let applied = info.version_with(LABEL_APPLIED).map(str::to_owned);
         let is_new = !info.has_label(&current, LABEL_APPLIED) && !info.has_label(&current, LABEL_REJECTED);
         if !is_new && !opts.force {
-            return self.unchanged(info, &current, applied.as_deref(), !opts.dry_run).await;
+            return self.unchanged(info, &current, applied.as_deref(), !opts.dry_run, alerts).await;
         }
 
         // Step 1: parse and check locally. Nothing has been sent to Entra.
@@ -516,30 +525,113 @@ impl Renewal<'_> {
         Err(Failure { step: Step::MoveLabel, message: format!("{detail}; the next run will finish the job") })
     }
 
+    /// Nothing new to apply: report, then watch expiry and job health.
     async fn unchanged(
         &self,
         info: &SecretInfo,
         current: &str,
         applied: Option<&str>,
         write: bool,
+        alerts: &mut Vec<Alert>,
     ) -> Result<TargetResult, Failure> {
         let live = self.applied_token(applied).await?;
         let mut r = match &live {
             Some(c) => self.result_for(Outcome::Unchanged, &c.version_id, Some(&c.expiry)),
             None => TargetResult::new(self.id(), Outcome::Unchanged, ""),
         };
-        r.message = if info.has_label(current, LABEL_REJECTED) {
+        let mut notes = vec![if info.has_label(current, LABEL_REJECTED) {
             format!("the newest version {current} was rejected earlier; waiting for a new token (or apply with force)")
         } else {
             "the applied token is current; nothing to do".to_owned()
-        };
+        }];
         let app = self.app();
         let job = self.find_job(&app).await?;
-        r.job_status = Some(self.entra.get_job(&app, &job).await.at(Step::ReadJob)?.status);
+        let job_state = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
+        r.job_status = Some(job_state.status.clone());
+        let mut tags = Vec::new();
+        if let Some(live) = &live {
+            notes.push(expiry_note(&live.expiry, self.now));
+            if write {
+                self.watch_expiry(info, live, alerts, &mut tags);
+            }
+        }
+        if let Some(q) = &job_state.quarantine.as_ref().filter(|_| job_state.in_quarantine()) {
+            notes.push(format!("the provisioning job is in quarantine ({})", q.reason));
+            if write {
+                self.watch_quarantine(info, q, live.as_ref().map(|c| &c.expiry), alerts, &mut tags);
+            }
+        }
+        r.message = notes.join("; ");
         if write {
-            self.write_tags("unchanged", live.as_ref().map(|c| &c.expiry)).await;
+            self.write_tags_with("unchanged", live.as_ref().map(|c| &c.expiry), tags).await;
         }
         Ok(r)
+    }
+
+    /// `expiring` once per threshold, `expired` once a UTC day. A newer
+    /// version that was rejected is no replacement, so it does not silence this.
+    fn watch_expiry(
+        &self,
+        info: &SecretInfo,
+        live: &Candidate,
+        alerts: &mut Vec<Alert>,
+        tags: &mut Vec<(String, String)>,
+    ) {
+        let expiry = &live.expiry;
+        if expiry.at <= self.now {
+            let today = format_date(self.now);
+            if info.tags.get(TAG_EXPIRED_ALERTED) != Some(&today) {
+                let detail =
+                    format!("the token applied from version {} expired on {}", live.version_id, format_date(expiry.at));
+                alerts.push(Alert::new(AlertKind::Expired, &self.facts(Some(&live.version_id), Some(expiry), detail)));
+                tags.push((TAG_EXPIRED_ALERTED.to_owned(), today));
+            }
+            return;
+        }
+        let Some(due) = due_threshold(expiry.days_left(self.now), self.cfg.warning_days) else { return };
+        let announced = info
+            .tags
+            .get(TAG_EXPIRY_WARNED)
+            .and_then(|v| v.rsplit_once(':'))
+            .filter(|(version, _)| *version == live.version_id)
+            .and_then(|(_, days)| days.parse::<i64>().ok());
+        if announced.is_some_and(|a| a <= due) {
+            return;
+        }
+        let detail = format!(
+            "the applied token (version {}) expires on {} and no new token has been stored",
+            live.version_id,
+            format_date(expiry.at)
+        );
+        alerts.push(Alert::new(AlertKind::Expiring, &self.facts(Some(&live.version_id), Some(expiry), detail)));
+        tags.push((TAG_EXPIRY_WARNED.to_owned(), format!("{}:{due}", live.version_id)));
+    }
+
+    /// One `quarantine` alert per quarantine series.
+    fn watch_quarantine(
+        &self,
+        info: &SecretInfo,
+        q: &crate::ports::Quarantine,
+        expiry: Option<&Expiry>,
+        alerts: &mut Vec<Alert>,
+        tags: &mut Vec<(String, String)>,
+    ) {
+        let series = tag_value(q.series_began.as_deref().or(q.current_began.as_deref()).unwrap_or("unknown"));
+        if info.tags.get(TAG_QUARANTINE_ALERTED) == Some(&series) {
+            return;
+        }
+        let mut detail = format!("Entra put the provisioning job in quarantine: {}", q.reason);
+        if let Some(e) = &q.error {
+            detail.push_str(&format!(" ({e})"));
+        }
+        if let Some(b) = &q.series_began {
+            detail.push_str(&format!("; quarantined since {b}"));
+        }
+        if let Some(n) = &q.next_attempt {
+            detail.push_str(&format!("; next attempt {n}"));
+        }
+        alerts.push(Alert::new(AlertKind::Quarantine, &self.facts(None, expiry, detail)));
+        tags.push((TAG_QUARANTINE_ALERTED.to_owned(), series));
     }
 
     async fn check(&self, info: &SecretInfo) -> Result<TargetResult, Failure> {
@@ -551,7 +643,7 @@ impl Renewal<'_> {
             None => TargetResult::new(self.id(), Outcome::Checked, ""),
         };
         let mut notes = vec![match &live {
-            Some(c) => format!("version {} is applied", c.version_id),
+            Some(c) => format!("version {} is applied; {}", c.version_id, expiry_note(&c.expiry, self.now)),
             None => "no version is applied yet".to_owned(),
         }];
         if let Some(cur) = &current {
@@ -595,10 +687,14 @@ impl Renewal<'_> {
         }
     }
 
-    /// Best effort: the outcome stands even if the tags cannot be written.
     async fn write_tags(&self, status: &str, expiry: Option<&Expiry>) {
-        let mut tags =
-            vec![(TAG_STATUS.to_owned(), status.to_owned()), (TAG_CHECKED_AT.to_owned(), format_time(self.now))];
+        self.write_tags_with(status, expiry, Vec::new()).await
+    }
+
+    /// Best effort: the outcome stands even if the tags cannot be written.
+    async fn write_tags_with(&self, status: &str, expiry: Option<&Expiry>, mut tags: Vec<(String, String)>) {
+        tags.push((TAG_STATUS.to_owned(), status.to_owned()));
+        tags.push((TAG_CHECKED_AT.to_owned(), format_time(self.now)));
         if let Some(e) = expiry {
             tags.push((TAG_EXPIRES_AT.to_owned(), format_time(e.at)));
             tags.push((TAG_EXPIRES_SOURCE.to_owned(), e.source.as_str().to_owned()));
@@ -606,5 +702,43 @@ impl Renewal<'_> {
         if let Err(e) = self.store.tag(&self.cfg.secret_id, &tags).await {
             warn!(secret_id = self.id(), error = %e, "could not write the outcome tags");
         }
+    }
+}
+
+/// The `expiring` threshold due at `days_left`: the smallest threshold inside
+/// the warning window that `days_left` has reached.
+pub fn due_threshold(days_left: i64, warning_days: u32) -> Option<i64> {
+    EXPIRY_THRESHOLDS.iter().copied().filter(|t| *t <= i64::from(warning_days) && days_left <= *t).min()
+}
+
+fn expiry_note(e: &Expiry, now: Timestamp) -> String {
+    let days = e.days_left(now);
+    if e.at <= now {
+        format!("the applied token EXPIRED on {}", format_date(e.at))
+    } else {
+        format!("the applied token expires on {} ({days} day(s) left, {})", format_date(e.at), e.source.as_str())
+    }
+}
+
+/// Secrets Manager tag values allow letters, digits, spaces and `_.:/=+-@`.
+fn tag_value(s: &str) -> String {
+    s.chars().filter(|c| c.is_alphanumeric() || " _.:/=+-@".contains(*c)).take(256).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(due_threshold(45, 30), None);
+        assert_eq!(due_threshold(30, 30), Some(30));
+        assert_eq!(due_threshold(29, 30), Some(30));
+        assert_eq!(due_threshold(14, 30), Some(14));
+        assert_eq!(due_threshold(8, 30), Some(14));
+        assert_eq!(due_threshold(0, 30), Some(1));
+        assert_eq!(due_threshold(20, 10), None, "outside a 10-day window");
+        assert_eq!(due_threshold(9, 10), None, "14 is outside a 10-day window");
+        assert_eq!(due_threshold(7, 10), Some(7));
     }
 }

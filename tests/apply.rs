@@ -322,7 +322,7 @@ async fn job_auto_detection() {
     let mut w0 = World::new("jobs0").await;
     w0.env.remove("ENTRA_JOB_ID");
     w0.env.insert("ENTRA_SERVICE_PRINCIPAL_ID".into(), "12345678-1234-1234-1234-123456789012".into());
-    // TODO sim: w0.sim.add_service_principal("12345678-1234-1234-1234-123456789012");
+    w0.sim.add_service_principal("12345678-1234-1234-1234-123456789012");
     let t0 = w0.token("t");
     w0.sim.accept_token(&t0);
     w0.put(&t0).await;

@@ -1,0 +1,275 @@
+//! `entra-sim`: an in-process simulator of the parts of Microsoft Entra that
+//! `scim-relay` talks to.
+//!
+//! * the identity platform's client-credentials token endpoint
+//!   (`POST /{tenant}/oauth2/v2.0/token`), and
+//! * Microsoft Graph v1.0's synchronization API for service principals
+//!   (list/get jobs, `validateCredentials`, `PUT secrets`, `start`, `restart`),
+//!
+//! answering with Graph's real request/response shapes. It also plays the part
+//! of "Apple" (which SCIM tokens are valid), records every Graph/login request,
+//! can inject faults per route, and has an HTTP sink for SNS notifications
+//! delivered by moto.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use entra_sim::{Fault, Route, Sim, SimConfig};
+//!
+//! let sim = Sim::start(SimConfig::default()).await?;
+//! sim.add_job("sp-1", "Apple.job-1", "Active");
+//! sim.accept_token("good-token");
+//! sim.push_fault(Route::PutSecrets, Fault::Status { code: 429, retry_after: Some(1) });
+//! // ... point the client at sim.url() for both Graph and login ...
+//! assert_eq!(sim.saved_credentials("sp-1").map(|c| c.1).as_deref(), Some("good-token"));
+//! # Ok(()) }
+//! ```
+
+mod control;
+mod graph;
+mod responses;
+mod server;
+mod state;
+mod util;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::state::State;
+
+/// Credentials and token settings of the simulated app registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimConfig {
+    /// The only `client_id` the token endpoint accepts.
+    pub client_id: String,
+    /// The only `client_secret` the token endpoint accepts.
+    pub client_secret: String,
+    /// `expires_in` of issued access tokens; Graph rejects them afterwards.
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for SimConfig {
+    /// `"sim-client-id"`, `"sim-client-secret"`, 3599 seconds (what Entra issues).
+    fn default() -> Self {
+        Self {
+            client_id: "sim-client-id".to_owned(),
+            client_secret: "sim-client-secret".to_owned(),
+            token_lifetime_secs: 3599,
+        }
+    }
+}
+
+/// The simulated endpoints, used to aim faults and to label recordings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `POST /{tenant}/oauth2/v2.0/token`
+    Token,
+    /// `GET /v1.0/servicePrincipals/{sp}/synchronization/jobs`
+    ListJobs,
+    /// `GET /v1.0/servicePrincipals/{sp}/synchronization/jobs/{job}`
+    GetJob,
+    /// `POST .../jobs/{job}/validateCredentials`
+    ValidateCredentials,
+    /// `PUT /v1.0/servicePrincipals/{sp}/synchronization/secrets`
+    PutSecrets,
+    /// `POST .../jobs/{job}/start`
+    Start,
+    /// `POST .../jobs/{job}/restart`
+    Restart,
+    /// Only for faults: matches every Graph/login request (including
+    /// unrecognised paths), never the control API or the SNS sink.
+    Any,
+}
+
+/// A misbehaviour to inject into a route.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status and a Graph-shaped error body (identity
+    /// platform-shaped on [`Route::Token`]); `retry_after` adds a
+    /// `Retry-After: N` header.
+    Status {
+        /// HTTP status code to answer with.
+        code: u16,
+        /// Seconds for the `Retry-After` header, if any.
+        retry_after: Option<u64>,
+    },
+    /// Wait this long, then handle the request normally.
+    Slow(Duration),
+    /// Close the connection without sending any HTTP response.
+    Drop,
+}
+
+/// One request received on a Graph or login route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// HTTP method, e.g. `"PUT"`.
+    pub method: String,
+    /// The request path without the query string.
+    pub path: String,
+    /// The recognised route, `None` for unknown paths.
+    pub route: Option<Route>,
+    /// The status answered; 0 when no response was sent (a [`Fault::Drop`],
+    /// or the client gave up during a [`Fault::Slow`]).
+    pub status: u16,
+    /// The raw request body (lossy UTF-8).
+    pub body: String,
+    /// The raw `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+/// A running simulator. Cheap to clone; all clones share the same state.
+#[derive(Clone)]
+pub struct Sim {
+    state: Arc<Mutex<State>>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Sim {
+    /// Shows only the address: the state holds secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    pub async fn start(config: SimConfig) -> std::io::Result<Sim> {
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), config).await
+    }
+
+    /// Binds `addr` and serves on the current tokio runtime until the runtime
+    /// shuts down.
+    pub async fn start_on(addr: SocketAddr, config: SimConfig) -> std::io::Result<Sim> {
+        let listener = TcpListener::bind(addr).await?;
+        let sim = Sim { state: Arc::new(Mutex::new(State::new(config))), addr: listener.local_addr()? };
+        server::spawn(listener, sim.router());
+        Ok(sim)
+    }
+
+    fn router(&self) -> axum::Router {
+        control::router(self.clone())
+            .merge(graph::router(self.clone()))
+            .layer(axum::middleware::from_fn(server::log_request))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `http://IP:PORT` — the base URL for both Graph and the login endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Adds a service principal with no provisioning job (if it is not there yet).
+    pub fn add_service_principal(&self, sp_id: &str) {
+        self.lock().service_principal_mut(sp_id);
+    }
+
+    /// Adds a job with status `code` (e.g. `"Active"`, `"Paused"`,
+    /// `"Quarantine"`, `"NotRun"`, `"NotConfigured"`), creating the service
+    /// principal if needed. An existing job just gets the new status.
+    pub fn add_job(&self, sp_id: &str, job_id: &str, code: &str) {
+        self.lock().upsert_job(sp_id, job_id, code, None);
+    }
+
+    /// Sets a job's status code (creating the job if needed). With
+    /// `Some(reason)` — or for code `"Quarantine"`, which then defaults the
+    /// reason to `EncounteredQuarantineException` — `status.quarantine` is a
+    /// full quarantine object; otherwise it is `null`.
+    pub fn set_job_status(&self, sp_id: &str, job_id: &str, code: &str, quarantine_reason: Option<&str>) {
+        self.lock().upsert_job(sp_id, job_id, code, quarantine_reason);
+    }
+
+    /// The job's current status code.
+    pub fn job_status(&self, sp_id: &str, job_id: &str) -> Option<String> {
+        let state = self.lock();
+        let job = state.service_principals.get(sp_id)?.job(job_id)?;
+        Some(job.code.clone())
+    }
+
+    /// "Apple" accepts this SCIM token (also lifts an earlier refusal).
+    pub fn accept_token(&self, token: &str) {
+        self.lock().accept_token(token);
+    }
+
+    /// Accepts every non-empty SCIM token not explicitly refused (demo mode).
+    pub fn set_accept_all(&self, on: bool) {
+        self.lock().accept_all = on;
+    }
+
+    /// "Apple" no longer accepts this SCIM token, even in accept-all mode.
+    pub fn refuse_token(&self, token: &str) {
+        self.lock().refuse_token(token);
+    }
+
+    /// `(BaseAddress, SecretToken)` as last saved by `PUT .../secrets`.
+    pub fn saved_credentials(&self, sp_id: &str) -> Option<(String, String)> {
+        self.lock().service_principals.get(sp_id)?.saved_credentials()
+    }
+
+    /// Seeds the saved credentials (creating the service principal if needed).
+    /// The token is not affected by [`Sim::set_break_saved_after_put`].
+    pub fn set_saved_credentials(&self, sp_id: &str, base_address: &str, token: &str) {
+        self.lock().service_principal_mut(sp_id).save_secrets(
+            vec![("BaseAddress".to_owned(), base_address.to_owned()), ("SecretToken".to_owned(), token.to_owned())],
+            false,
+        );
+    }
+
+    /// Queues a one-shot fault; each matching request consumes one, FIFO per
+    /// route. Faults for the exact route are consumed before [`Route::Any`]
+    /// ones, and one-shot faults before persistent ones.
+    pub fn push_fault(&self, route: Route, fault: Fault) {
+        self.lock().push_fault(route, fault);
+    }
+
+    /// Sets (or with `None` clears) a fault applied to every matching request.
+    pub fn set_fault_always(&self, route: Route, fault: Option<Fault>) {
+        self.lock().set_fault_always(route, fault);
+    }
+
+    /// "The saved token stops working right after PUT": when armed, the
+    /// `SecretToken` saved by the next `PUT .../secrets` fails
+    /// `validateCredentials` with `useSavedCredentials: true`, even when
+    /// "Apple" accepts it. One-shot: that PUT disarms it, so a later PUT
+    /// (a roll-back to the previous token) works again.
+    pub fn set_break_saved_after_put(&self, on: bool) {
+        self.lock().break_saved_after_put = on;
+    }
+
+    /// All Graph/login requests so far (not the control API or SNS sink).
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.lock().clear_requests();
+    }
+
+    /// SNS notifications received on `POST /sns-sink` (the full SNS envelope
+    /// with `Type: "Notification"`, or any non-SNS JSON; non-JSON bodies are
+    /// kept as a JSON string).
+    pub fn sns_messages(&self) -> Vec<serde_json::Value> {
+        self.lock().sns_messages.clone()
+    }
+
+    /// `SubscriptionConfirmation` / `UnsubscribeConfirmation` envelopes received
+    /// on the SNS sink (moto never sends these; real SNS does).
+    pub fn sns_confirmations(&self) -> Vec<serde_json::Value> {
+        self.lock().sns_confirmations.clone()
+    }
+
+    /// How many access tokens the login endpoint has issued.
+    pub fn token_requests(&self) -> usize {
+        self.lock().tokens_issued
+    }
+}

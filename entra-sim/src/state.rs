@@ -1,0 +1,369 @@
+//! The simulator's mutable world: service principals, jobs, saved secrets,
+//! issued access tokens, "Apple"'s view of SCIM tokens, faults and recordings.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::{util, Fault, Recorded, Route, SimConfig};
+
+/// The quarantine reason used when a job is put into `Quarantine` without one.
+const DEFAULT_QUARANTINE_REASON: &str = "EncounteredQuarantineException";
+
+/// Everything behind the `Sim`'s mutex.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) config: SimConfig,
+    pub(crate) service_principals: BTreeMap<String, ServicePrincipal>,
+    accepted_tokens: HashSet<String>,
+    refused_tokens: HashSet<String>,
+    pub(crate) accept_all: bool,
+    access_tokens: HashMap<String, Instant>,
+    pub(crate) tokens_issued: usize,
+    one_shot_faults: HashMap<Route, VecDeque<Fault>>,
+    persistent_faults: HashMap<Route, Fault>,
+    pub(crate) break_saved_after_put: bool,
+    requests: Vec<(u64, Recorded)>,
+    next_request_seq: u64,
+    pub(crate) sns_messages: Vec<Value>,
+    pub(crate) sns_confirmations: Vec<Value>,
+}
+
+/// A service principal (the provisioning app instance) with its jobs and secrets.
+#[derive(Debug, Default)]
+pub(crate) struct ServicePrincipal {
+    pub(crate) jobs: Vec<Job>,
+    /// Saved synchronization secrets in PUT order (keys are unique).
+    secrets: Vec<(String, String)>,
+    /// The saved `SecretToken` was stored while `break_saved_after_put` was on.
+    saved_token_broken: bool,
+}
+
+impl ServicePrincipal {
+    pub(crate) fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.id == id)
+    }
+
+    pub(crate) fn job_mut(&mut self, id: &str) -> Option<&mut Job> {
+        self.jobs.iter_mut().find(|j| j.id == id)
+    }
+
+    fn job_or_insert(&mut self, id: &str) -> &mut Job {
+        match self.jobs.iter().position(|j| j.id == id) {
+            Some(i) => &mut self.jobs[i],
+            None => {
+                self.jobs.push(Job::new(id));
+                let last = self.jobs.len() - 1;
+                &mut self.jobs[last]
+            }
+        }
+    }
+
+    pub(crate) fn secret(&self, key: &str) -> Option<&str> {
+        self.secrets.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// `(BaseAddress, SecretToken)` when both are saved.
+    pub(crate) fn saved_credentials(&self) -> Option<(String, String)> {
+        Some((self.secret("BaseAddress")?.to_owned(), self.secret("SecretToken")?.to_owned()))
+    }
+
+    pub(crate) fn saved_token_broken(&self) -> bool {
+        self.saved_token_broken
+    }
+
+    /// Stores secrets as `PUT .../synchronization/secrets` does (merging by key).
+    /// A newly saved `SecretToken` is marked broken when `broken` is set.
+    pub(crate) fn save_secrets(&mut self, secrets: Vec<(String, String)>, broken: bool) {
+        for (key, value) in secrets {
+            if key == "SecretToken" {
+                self.saved_token_broken = broken;
+            }
+            match self.secrets.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = value,
+                None => self.secrets.push((key, value)),
+            }
+        }
+    }
+}
+
+/// A synchronization job.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) id: String,
+    pub(crate) code: String,
+    pub(crate) quarantine: Option<Quarantine>,
+}
+
+/// The details of a job in quarantine.
+#[derive(Debug)]
+pub(crate) struct Quarantine {
+    pub(crate) reason: String,
+    current_began: SystemTime,
+    next_attempt: SystemTime,
+    series_began: SystemTime,
+    series_count: u32,
+}
+
+impl Quarantine {
+    fn new(reason: &str) -> Self {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3_600);
+        Self {
+            reason: reason.to_owned(),
+            current_began: now.checked_sub(hour).unwrap_or(now),
+            next_attempt: now + hour,
+            series_began: now.checked_sub(hour * 72).unwrap_or(now),
+            series_count: 3,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "currentBegan": util::rfc3339(self.current_began),
+            "nextAttempt": util::rfc3339(self.next_attempt),
+            "reason": self.reason,
+            "seriesBegan": util::rfc3339(self.series_began),
+            "seriesCount": self.series_count,
+            "error": {
+                "code": "SystemForCrossDomainIdentityManagementCredentialValidationUnavailable",
+                "message": "We received this unexpected response from your application: the credentials are invalid.",
+                "tenantActionable": true,
+            }
+        })
+    }
+}
+
+impl Job {
+    fn new(id: &str) -> Self {
+        Self { id: id.to_owned(), code: "Active".to_owned(), quarantine: None }
+    }
+
+    /// Sets the status code; a quarantine object is built when a reason is
+    /// given, or with a default reason when the code is `Quarantine`.
+    pub(crate) fn set_status(&mut self, code: &str, quarantine_reason: Option<&str>) {
+        self.code = code.to_owned();
+        self.quarantine = match quarantine_reason {
+            Some(reason) => Some(Quarantine::new(reason)),
+            None if code == "Quarantine" => Some(Quarantine::new(DEFAULT_QUARANTINE_REASON)),
+            None => None,
+        };
+    }
+
+    /// What a successful `start` or a quarantine-resetting `restart` does.
+    pub(crate) fn activate(&mut self) {
+        self.set_status("Active", None);
+    }
+
+    /// The job in Graph's `synchronizationJob` shape.
+    pub(crate) fn to_json(&self) -> Value {
+        let schedule_state = if self.code == "Paused" { "Paused" } else { "Active" };
+        json!({
+            "id": self.id,
+            "templateId": "Apple",
+            "schedule": {
+                "expiration": null,
+                "interval": "PT40M",
+                "state": schedule_state,
+            },
+            "status": {
+                "code": self.code,
+                "countSuccessiveCompleteFailures": 0,
+                "escrowsPruned": false,
+                "lastExecution": null,
+                "lastSuccessfulExecution": null,
+                "lastSuccessfulExecutionWithExports": null,
+                "quarantine": self.quarantine.as_ref().map(Quarantine::to_json),
+                "steadyStateFirstAchievedTime": "0001-01-01T00:00:00Z",
+                "steadyStateLastAchievedTime": "0001-01-01T00:00:00Z",
+                "synchronizedEntryCountByType": [],
+                "troubleshootingUrl": null,
+                "progress": [],
+            },
+            "synchronizationJobSettings": [],
+        })
+    }
+}
+
+/// The outcome of checking a Graph bearer token.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AccessTokenCheck {
+    Valid,
+    Unknown,
+    Expired,
+}
+
+impl State {
+    pub(crate) fn new(config: SimConfig) -> Self {
+        Self {
+            config,
+            service_principals: BTreeMap::new(),
+            accepted_tokens: HashSet::new(),
+            refused_tokens: HashSet::new(),
+            accept_all: false,
+            access_tokens: HashMap::new(),
+            tokens_issued: 0,
+            one_shot_faults: HashMap::new(),
+            persistent_faults: HashMap::new(),
+            break_saved_after_put: false,
+            requests: Vec::new(),
+            next_request_seq: 0,
+            sns_messages: Vec::new(),
+            sns_confirmations: Vec::new(),
+        }
+    }
+
+    /// Creates (or updates) a job, creating its service principal as needed.
+    pub(crate) fn upsert_job(&mut self, sp: &str, job: &str, code: &str, reason: Option<&str>) {
+        self.service_principals.entry(sp.to_owned()).or_default().job_or_insert(job).set_status(code, reason);
+    }
+
+    pub(crate) fn service_principal_mut(&mut self, sp: &str) -> &mut ServicePrincipal {
+        self.service_principals.entry(sp.to_owned()).or_default()
+    }
+
+    // --- "Apple"'s view of SCIM tokens -------------------------------------
+
+    pub(crate) fn accept_token(&mut self, token: &str) {
+        self.refused_tokens.remove(token);
+        self.accepted_tokens.insert(token.to_owned());
+    }
+
+    pub(crate) fn refuse_token(&mut self, token: &str) {
+        self.accepted_tokens.remove(token);
+        self.refused_tokens.insert(token.to_owned());
+    }
+
+    pub(crate) fn scim_token_accepted(&self, token: &str) -> bool {
+        self.accepted_tokens.contains(token)
+            || (self.accept_all && !token.is_empty() && !self.refused_tokens.contains(token))
+    }
+
+    pub(crate) fn accepted_token_count(&self) -> usize {
+        self.accepted_tokens.len()
+    }
+
+    // --- access tokens ------------------------------------------------------
+
+    /// Issues a new access token valid for the configured lifetime.
+    pub(crate) fn issue_access_token(&mut self) -> String {
+        self.tokens_issued += 1;
+        let token = format!("sim-at-{}-{:016x}", self.tokens_issued, util::random_u64());
+        let lifetime = Duration::from_secs(self.config.token_lifetime_secs);
+        self.access_tokens.insert(token.clone(), Instant::now() + lifetime);
+        token
+    }
+
+    pub(crate) fn check_access_token(&self, token: &str) -> AccessTokenCheck {
+        match self.access_tokens.get(token) {
+            None => AccessTokenCheck::Unknown,
+            Some(expiry) if Instant::now() >= *expiry => AccessTokenCheck::Expired,
+            Some(_) => AccessTokenCheck::Valid,
+        }
+    }
+
+    // --- faults -------------------------------------------------------------
+
+    pub(crate) fn push_fault(&mut self, route: Route, fault: Fault) {
+        self.one_shot_faults.entry(route).or_default().push_back(fault);
+    }
+
+    pub(crate) fn set_fault_always(&mut self, route: Route, fault: Option<Fault>) {
+        match fault {
+            Some(fault) => self.persistent_faults.insert(route, fault),
+            None => self.persistent_faults.remove(&route),
+        };
+    }
+
+    /// The fault to apply to a request on `route` (`None` = unrecognised path):
+    /// one-shot faults before persistent ones, the exact route before `Any`.
+    pub(crate) fn take_fault(&mut self, route: Option<Route>) -> Option<Fault> {
+        let candidates = || route.into_iter().chain([Route::Any]);
+        for r in candidates() {
+            if let Some(fault) = self.one_shot_faults.get_mut(&r).and_then(VecDeque::pop_front) {
+                return Some(fault);
+            }
+        }
+        candidates().find_map(|r| self.persistent_faults.get(&r).cloned())
+    }
+
+    // --- recordings ---------------------------------------------------------
+
+    /// Records a request as it arrives (status 0 until [`State::finish_request`]).
+    pub(crate) fn record_request(&mut self, recorded: Recorded) -> u64 {
+        let seq = self.next_request_seq;
+        self.next_request_seq += 1;
+        self.requests.push((seq, recorded));
+        seq
+    }
+
+    pub(crate) fn finish_request(&mut self, seq: u64, status: u16) {
+        if let Some((_, recorded)) = self.requests.iter_mut().rev().find(|(s, _)| *s == seq) {
+            recorded.status = status;
+        }
+    }
+
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
+        self.requests.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    pub(crate) fn clear_requests(&mut self) {
+        self.requests.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_prefer_one_shot_and_exact_route() {
+        let mut state = State::new(SimConfig::default());
+        state.set_fault_always(Route::Any, Some(Fault::Drop));
+        state.push_fault(Route::Any, Fault::Status { code: 503, retry_after: None });
+        state.push_fault(Route::GetJob, Fault::Status { code: 429, retry_after: Some(1) });
+        assert!(matches!(state.take_fault(Some(Route::GetJob)), Some(Fault::Status { code: 429, .. })));
+        assert!(matches!(state.take_fault(Some(Route::GetJob)), Some(Fault::Status { code: 503, .. })));
+        assert!(matches!(state.take_fault(None), Some(Fault::Drop)));
+        state.set_fault_always(Route::Any, None);
+        assert!(state.take_fault(Some(Route::Token)).is_none());
+    }
+
+    #[test]
+    fn accept_all_respects_refusals() {
+        let mut state = State::new(SimConfig::default());
+        assert!(!state.scim_token_accepted("a"));
+        state.accept_all = true;
+        assert!(state.scim_token_accepted("a"));
+        state.refuse_token("a");
+        assert!(!state.scim_token_accepted("a"));
+        state.accept_token("a");
+        assert!(state.scim_token_accepted("a"));
+    }
+
+    #[test]
+    fn quarantine_object_and_schedule_state() {
+        let mut job = Job::new("j");
+        job.set_status("Quarantine", None);
+        let v = job.to_json();
+        assert_eq!(v["status"]["quarantine"]["reason"], DEFAULT_QUARANTINE_REASON);
+        assert_eq!(v["schedule"]["state"], "Active");
+        job.set_status("Paused", None);
+        let v = job.to_json();
+        assert_eq!(v["schedule"]["state"], "Paused");
+        assert!(v["status"]["quarantine"].is_null());
+    }
+
+    #[test]
+    fn saving_a_token_while_breaking_marks_it() {
+        let mut sp = ServicePrincipal::default();
+        sp.save_secrets(vec![("BaseAddress".into(), "https://a".into()), ("SecretToken".into(), "t".into())], true);
+        assert!(sp.saved_token_broken());
+        sp.save_secrets(vec![("BaseAddress".into(), "https://b".into())], false);
+        assert!(sp.saved_token_broken());
+        sp.save_secrets(vec![("SecretToken".into(), "u".into())], false);
+        assert!(!sp.saved_token_broken());
+        assert_eq!(sp.saved_credentials(), Some(("https://b".into(), "u".into())));
+    }
+}
