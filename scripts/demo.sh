@@ -42,7 +42,7 @@ CLIENT_SECRET="CANARY-demo-graph-client-secret"
 TOKEN="CANARY-demo-scim-token-$(date +%s)"
 
 step "building scim-relay and the Entra simulator"
-cargo build --quiet --bin scim-relay --bin entra-sim
+cargo build --quiet --bin scim-relay && cargo build --quiet -p entra-sim --bin entra-sim
 
 moto_port=$(free_port); sim_port=$(free_port); rt_port=$(free_port)
 step "starting moto_server (Secrets Manager + SNS) on :$moto_port and the Entra simulator on :$sim_port"
@@ -89,7 +89,7 @@ RUST_LOG=info
 ENV
 
 step "starting cargo-lambda's runtime emulator with the scim-relay binary on :$rt_port"
-PATH="$venv/bin:$PATH" cargo lambda watch --ignore-changes --quiet --bin scim-relay \
+PATH="$venv/bin:$PATH" cargo lambda watch --ignore-changes --quiet --timeout 60 --bin scim-relay \
   --invoke-address 127.0.0.1 --invoke-port "$rt_port" --env-file "$work/env" >"$work/lambda.log" 2>&1 & pids+=($!)
 wait_port "$rt_port" "cargo lambda watch"
 

@@ -6,7 +6,10 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use scim_relay::handler::{decode, Decoded};
 use scim_relay::relay::Relay;
 use serde_json::{json, Value};
-use tracing::{error, info};
+use tracing::{error, info, warn};
+
+/// Lambda's longest timeout, assumed when the runtime sends no deadline.
+const MAX_LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
 
 fn init_tracing() {
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
@@ -53,9 +56,24 @@ async fn main() -> Result<(), Error> {
                 return Ok(json!({"results": [], "ignored": why}));
             }
         };
-        let deadline = Duration::from_millis(event.context.deadline.saturating_sub(now_millis()));
-        let deadline = tokio::time::Instant::now() + deadline;
-        info!(action = ?req.action, targets = ?req.targets, dry_run = req.opts.dry_run, force = req.opts.force, "invocation started");
+        let mut time_left = Duration::from_millis(event.context.deadline.saturating_sub(now_millis()));
+        if time_left.is_zero() {
+            // Lambda always sends a future deadline; some emulators do not.
+            warn!(
+                deadline_ms = event.context.deadline,
+                "the runtime sent no usable deadline; assuming Lambda's maximum of 15 minutes"
+            );
+            time_left = MAX_LAMBDA_TIMEOUT;
+        }
+        let deadline = tokio::time::Instant::now() + time_left;
+        info!(
+            action = ?req.action,
+            targets = ?req.targets,
+            dry_run = req.opts.dry_run,
+            force = req.opts.force,
+            time_left_ms = time_left.as_millis() as u64,
+            "invocation started"
+        );
         let retries_before = relay.graph().retries();
         let report = relay.run(&req, Some(deadline)).await;
         let retries = relay.graph().retries().saturating_sub(retries_before);
