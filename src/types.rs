@@ -58,19 +58,30 @@ impl SecretId {
         if self.0 == other {
             return true;
         }
-        match SecretId::parse(other) {
-            Ok(o) => {
-                let (a_arn, b_arn) = (self.0.starts_with("arn:"), o.0.starts_with("arn:"));
-                if a_arn && b_arn {
-                    // Same partition/region/account and the same name.
-                    let prefix = |s: &str| s.splitn(7, ':').take(6).collect::<Vec<_>>().join(":");
-                    prefix(&self.0) == prefix(&o.0) && self.name() == o.name()
-                } else {
-                    self.name() == o.name()
-                }
+        let Ok(other) = SecretId::parse(other) else { return false };
+        let (a, b) = (self.arn_parts(), other.arn_parts());
+        if let (Some((pa, _)), Some((pb, _))) = (&a, &b) {
+            if pa != pb {
+                return false;
             }
-            Err(_) => false,
         }
+        let names = |id: &SecretId, parts: &Option<(String, String)>| -> Vec<String> {
+            match parts {
+                Some((_, last)) => vec![last.clone(), strip_arn_suffix(last).to_owned()],
+                None => vec![id.0.clone()],
+            }
+        };
+        let (na, nb) = (names(self, &a), names(&other, &b));
+        na.iter().any(|n| nb.contains(n))
+    }
+
+    /// `(arn:partition:secretsmanager:region:account, name-part)` of an ARN.
+    fn arn_parts(&self) -> Option<(String, String)> {
+        if !self.0.starts_with("arn:") {
+            return None;
+        }
+        let parts: Vec<&str> = self.0.splitn(7, ':').collect();
+        Some((parts[..5].join(":"), parts.get(6)?.to_string()))
     }
 }
 
@@ -268,6 +279,11 @@ mod tests {
         let name = SecretId::parse("scim-relay/abm").unwrap();
         assert!(name.matches("arn:aws:secretsmanager:eu-west-1:123456789012:secret:scim-relay/abm-AbC123"));
         assert!(!name.matches("scim-relay/asm"));
+        // A name that itself ends in six characters after a dash.
+        let odd = SecretId::parse("team-abcdef").unwrap();
+        assert!(odd.matches("arn:aws:secretsmanager:eu-west-1:123456789012:secret:team-abcdef"));
+        assert!(odd.matches("arn:aws:secretsmanager:eu-west-1:123456789012:secret:team-abcdef-Xy12Zq"));
+        assert!(!odd.matches("arn:aws:secretsmanager:eu-west-1:123456789012:secret:team-Xy12Zq"));
         assert!(SecretId::parse("arn:aws:s3:::bucket").is_err());
     }
 

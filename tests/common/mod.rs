@@ -261,6 +261,18 @@ impl World {
         Ok(report)
     }
 
+    /// Decodes a payload as the handler does, without running it.
+    pub fn decode(&self, payload: &Value) -> Result<Decoded, String> {
+        let defaults = Defaults::from_vars(&self.env).expect("test configuration is valid");
+        decode(payload, &defaults).map_err(|e| e.to_string())
+    }
+
+    /// Moves the clock to `days` days before `expiry` (RFC 3339).
+    pub fn set_days_before(&self, expiry: &str, days: f64) {
+        let at: Timestamp = expiry.parse().unwrap();
+        self.now.store(at.as_second() - (days * 86_400.0) as i64, Ordering::SeqCst);
+    }
+
     pub async fn sync(&self) -> RunReport {
         self.invoke(serde_json::json!({})).await.unwrap()
     }
