@@ -35,6 +35,10 @@ pub struct Alert {
     pub tenant_id: String,
     pub subject: String,
     pub body: String,
+    /// A tag to write on the secret once this alert is delivered, so that a
+    /// notice lost to a crash or an SNS outage is sent again by the next run.
+    #[serde(skip)]
+    pub delivered_tag: Option<(String, String)>,
 }
 
 /// What an alert says, before it is rendered.
@@ -120,7 +124,20 @@ impl Alert {
             body.push_str(&format!("\nWhat happened: {}\n", f.detail));
         }
         body.push_str(&format!("\nWhat to do next:\n{what_next}\n"));
-        Self { kind, secret_id: f.secret_id.clone(), tenant_id: f.tenant_id.clone(), subject, body }
+        Self {
+            kind,
+            secret_id: f.secret_id.clone(),
+            tenant_id: f.tenant_id.clone(),
+            subject,
+            body,
+            delivered_tag: None,
+        }
+    }
+
+    /// Marks delivery of this alert with `tag = value` on the secret.
+    pub fn recorded_as(mut self, tag: &str, value: &str) -> Self {
+        self.delivered_tag = Some((tag.to_owned(), value.to_owned()));
+        self
     }
 }
 

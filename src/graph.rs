@@ -23,23 +23,30 @@ use crate::types::Endpoint;
 /// Largest response body read from the network.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A token is renewed when less than this is left of it.
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// No call is started with less than this left before the deadline.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
 
-/// Retry policy for transient failures.
+/// Timeouts and the retry policy for transient failures.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub min_delay: Duration,
     pub max_delay: Duration,
     pub max_retries: usize,
+    /// Total time one HTTP request may take (validateCredentials makes Entra
+    /// call Apple, so it can take several seconds).
+    pub request_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { min_delay: Duration::from_millis(400), max_delay: Duration::from_secs(20), max_retries: 5 }
+        Self {
+            min_delay: Duration::from_millis(400),
+            max_delay: Duration::from_secs(20),
+            max_retries: 5,
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -68,8 +75,8 @@ impl GraphShared {
         retry: RetryPolicy,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT.min(retry.request_timeout))
+            .timeout(retry.request_timeout)
             .user_agent(concat!("scim-relay/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -256,7 +263,9 @@ impl Graph {
                 let token = self.access_token(app).await.map_err(Attempt::Final)?;
                 let mut req = self.shared.http.request(method, url).bearer_auth(token.expose_secret());
                 if let Some(left) = self.remaining() {
-                    req = req.timeout(REQUEST_TIMEOUT.min(left.saturating_sub(Duration::from_millis(500))));
+                    req = req.timeout(
+                        self.shared.retry.request_timeout.min(left.saturating_sub(Duration::from_millis(500))),
+                    );
                 }
                 req = match body {
                     Some(b) => req.json(b),

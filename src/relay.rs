@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::config::Defaults;
 use crate::graph::{Graph, GraphShared, RetryPolicy};
 use crate::ports::{Notifier, SecretStore, StoreError};
-use crate::renew::{Action, Options, Outcome, Renewal, Step, TargetResult};
+use crate::renew::{Action, Checkpoint, Options, Outcome, Renewal, Step, TargetResult};
 use crate::types::SecretId;
 
 /// Which targets a request covers.
@@ -80,6 +80,7 @@ pub struct Relay {
     graph: Arc<GraphShared>,
     notifier: Option<Arc<dyn Notifier>>,
     clock: Clock,
+    checkpoint: Option<Arc<Checkpoint>>,
 }
 
 impl Relay {
@@ -92,20 +93,35 @@ impl Relay {
     ) -> Result<Self, String> {
         let graph =
             GraphShared::new(defaults.graph_endpoint.clone(), defaults.login_endpoint.clone(), store.clone(), retry)?;
-        Ok(Self { defaults, store, graph: Arc::new(graph), notifier, clock })
+        Ok(Self { defaults, store, graph: Arc::new(graph), notifier, clock, checkpoint: None })
     }
 
     /// Builds the relay from the process environment and the AWS SDK's own
     /// configuration chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials).
     pub async fn from_env() -> Result<Self, String> {
         let defaults = Defaults::from_process_env().map_err(|e| format!("configuration error: {e}"))?;
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // Every AWS call is bounded: a hung connection must not eat the
+        // invocation. The SDK's standard retry mode retries throttling, 5xx
+        // and transient network errors (3 attempts).
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .operation_attempt_timeout(std::time::Duration::from_secs(10))
+            .operation_timeout(std::time::Duration::from_secs(30))
+            .build();
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
         let store: Arc<dyn SecretStore> = Arc::new(crate::aws::AwsSecretStore::new(&aws));
         let notifier = defaults
             .alert_topic_arn
             .clone()
             .map(|arn| Arc::new(crate::aws::SnsNotifier::new(&aws, arn)) as Arc<dyn Notifier>);
         Self::new(defaults, store, notifier, RetryPolicy::default(), Arc::new(Timestamp::now))
+    }
+
+    /// Test-only fault switch: `hook(secret_id, step)` runs after each
+    /// completed step of the apply sequence (a test "kills" the run there).
+    pub fn with_checkpoint(mut self, hook: Arc<Checkpoint>) -> Self {
+        self.checkpoint = Some(hook);
+        self
     }
 
     pub fn graph(&self) -> &GraphShared {
@@ -172,17 +188,35 @@ impl Relay {
                 return (r, Vec::new());
             }
         };
-        let renewal = Renewal { store: self.store.as_ref(), entra, cfg: &cfg, now: (self.clock)() };
+        let renewal = Renewal {
+            store: self.store.as_ref(),
+            entra,
+            cfg: &cfg,
+            now: (self.clock)(),
+            checkpoint: self.checkpoint.as_deref(),
+        };
         let report = renewal.run(req.action, req.opts, &info).await;
         log_result(&report.result);
         let mut undelivered = Vec::new();
+        let mut delivered_tags = Vec::new();
         for alert in &report.alerts {
             info!(secret_id = %id, alert = alert.kind.as_str(), subject = %alert.subject, "alert");
-            if let Some(n) = &self.notifier {
-                if let Err(e) = n.publish(alert).await {
-                    error!(secret_id = %id, alert = alert.kind.as_str(), error = %e, "alert could not be delivered");
+            let delivered = match &self.notifier {
+                Some(n) => n.publish(alert).await,
+                // Without a topic, the log line above is the delivery.
+                None => Ok(()),
+            };
+            match delivered {
+                Ok(()) => delivered_tags.extend(alert.delivered_tag.clone()),
+                Err(e) => {
+                    error!(secret_id = %id, alert = alert.kind.as_str(), error = %e, "alert could not be delivered; the next run sends it again");
                     undelivered.push(format!("{} for {id}: {e}", alert.kind.as_str()));
                 }
+            }
+        }
+        if !delivered_tags.is_empty() {
+            if let Err(e) = self.store.tag(id, &delivered_tags).await {
+                warn!(secret_id = %id, error = %e, "could not record the delivered alert; the next run may send it again");
             }
         }
         (report.result, undelivered)

@@ -23,6 +23,10 @@ pub const TAG_EXPIRES_SOURCE: &str = "scim-relay:expires-source";
 pub const TAG_EXPIRY_WARNED: &str = "scim-relay:expiry-warned";
 /// The UTC date of the last `expired` alert.
 pub const TAG_EXPIRED_ALERTED: &str = "scim-relay:expired-alerted";
+/// The version whose `applied` alert was delivered.
+pub const TAG_APPLIED_ALERTED: &str = "scim-relay:applied-alerted";
+/// The version whose `rejected` / `rolled_back` alert was delivered.
+pub const TAG_REJECTED_ALERTED: &str = "scim-relay:rejected-alerted";
 /// The quarantine series (Graph's `seriesBegan`) last alerted.
 pub const TAG_QUARANTINE_ALERTED: &str = "scim-relay:quarantine-alerted";
 
@@ -198,7 +202,13 @@ pub struct Renewal<'a> {
     pub entra: &'a dyn Entra,
     pub cfg: &'a TargetConfig,
     pub now: Timestamp,
+    /// Test-only fault switch: called after each completed step of the apply
+    /// sequence (a test makes it "kill the process" there). None in production.
+    pub checkpoint: Option<&'a Checkpoint>,
 }
+
+/// See [`Renewal::checkpoint`].
+pub type Checkpoint = dyn Fn(&str, Step) + Send + Sync;
 
 impl Renewal<'_> {
     fn app(&self) -> GraphApp {
@@ -211,6 +221,12 @@ impl Renewal<'_> {
 
     fn id(&self) -> &str {
         self.cfg.secret_id.as_str()
+    }
+
+    fn reached(&self, step: Step) {
+        if let Some(hook) = self.checkpoint {
+            hook(self.id(), step);
+        }
     }
 
     fn facts(&self, version_id: Option<&str>, expiry: Option<&Expiry>, detail: impl Into<String>) -> AlertFacts {
@@ -304,16 +320,28 @@ impl Renewal<'_> {
             return Ok(r);
         }
 
-        // Step 3: save it.
+        self.reached(Step::TestNewToken);
+
+        // Step 3: save it. From here on, a failure puts the previous token back.
         info!(secret_id = self.id(), version_id = %current, "token passed Test Connection; saving it in Entra");
-        self.entra.save_credentials(&app, &job.service_principal_id, &creds).await.at(Step::SaveToken)?;
+        if let Err(e) = self.entra.save_credentials(&app, &job.service_principal_id, &creds).await {
+            return Err(self.restore_after(Step::SaveToken, e, &current, applied.as_deref(), &app, &job).await);
+        }
+        self.reached(Step::SaveToken);
 
         // Step 4: test what Entra saved; put the previous token back if it fails.
-        if let Validation::Refused(why) =
-            self.entra.validate_credentials(&app, &job, None).await.at(Step::RetestSavedToken)?
-        {
-            return self.roll_back(info, &candidate, applied.as_deref(), &app, &job, why, alerts).await;
+        match self.entra.validate_credentials(&app, &job, None).await {
+            Ok(Validation::Authorized) => {}
+            Ok(Validation::Refused(why)) => {
+                return self.roll_back(info, &candidate, applied.as_deref(), &app, &job, why, alerts).await;
+            }
+            Err(e) => {
+                return Err(self
+                    .restore_after(Step::RetestSavedToken, e, &current, applied.as_deref(), &app, &job)
+                    .await)
+            }
         }
+        self.reached(Step::RetestSavedToken);
 
         // Step 5: clear a quarantine (never start a paused job).
         let mut result = self.result_for(Outcome::Applied, &current, Some(&candidate.expiry));
@@ -325,6 +353,7 @@ impl Renewal<'_> {
             result.quarantine_cleared = true;
             result.job_status = Some("Active".into());
         }
+        self.reached(Step::ClearQuarantine);
 
         // Step 6: record and announce.
         if applied.as_deref() != Some(current.as_str()) {
@@ -348,7 +377,10 @@ impl Renewal<'_> {
         } else if job_state.is_paused() {
             detail.push_str("; the provisioning job is paused and was left paused");
         }
-        alerts.push(Alert::new(AlertKind::Applied, &self.facts(Some(&current), Some(&candidate.expiry), &detail)));
+        alerts.push(
+            Alert::new(AlertKind::Applied, &self.facts(Some(&current), Some(&candidate.expiry), &detail))
+                .recorded_as(TAG_APPLIED_ALERTED, &current),
+        );
         info!(secret_id = self.id(), version_id = %current, "token applied");
         result.message = detail;
         Ok(result)
@@ -442,10 +474,10 @@ impl Renewal<'_> {
                 .at(Step::MoveLabel)?;
         }
         self.write_tags("rejected", live.as_ref().map(|c| &c.expiry)).await;
-        alerts.push(Alert::new(
-            AlertKind::Rejected,
-            &self.facts(Some(version), live.as_ref().map(|c| &c.expiry), &r.message),
-        ));
+        alerts.push(
+            Alert::new(AlertKind::Rejected, &self.facts(Some(version), live.as_ref().map(|c| &c.expiry), &r.message))
+                .recorded_as(TAG_REJECTED_ALERTED, version),
+        );
         Ok(r)
     }
 
@@ -504,7 +536,10 @@ impl Renewal<'_> {
             "version {version} passed Test Connection but failed it once saved ({why}); version {} was restored and passes",
             previous.version_id
         );
-        alerts.push(Alert::new(AlertKind::RolledBack, &self.facts(Some(version), Some(&previous.expiry), &r.message)));
+        alerts.push(
+            Alert::new(AlertKind::RolledBack, &self.facts(Some(version), Some(&previous.expiry), &r.message))
+                .recorded_as(TAG_REJECTED_ALERTED, version),
+        );
         Ok(r)
     }
 
@@ -549,6 +584,9 @@ impl Renewal<'_> {
         let job_state = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
         r.job_status = Some(job_state.status.clone());
         let mut tags = Vec::new();
+        if write {
+            self.resend_undelivered(info, current, live.as_ref(), alerts);
+        }
         if let Some(live) = &live {
             notes.push(expiry_note(&live.expiry, self.now));
             if write {
@@ -566,6 +604,76 @@ impl Renewal<'_> {
             self.write_tags_with("unchanged", live.as_ref().map(|c| &c.expiry), tags).await;
         }
         Ok(r)
+    }
+
+    /// An `applied` or `rejected` notice that an earlier run decided on but
+    /// never delivered (a crash, an SNS outage) is sent now.
+    fn resend_undelivered(&self, info: &SecretInfo, current: &str, live: Option<&Candidate>, alerts: &mut Vec<Alert>) {
+        if let Some(live) = live {
+            if info.tags.get(TAG_APPLIED_ALERTED).map(String::as_str) != Some(live.version_id.as_str()) {
+                let detail = format!(
+                    "version {} was applied earlier and is live in Entra (this notice could not be delivered then)",
+                    live.version_id
+                );
+                alerts.push(
+                    Alert::new(AlertKind::Applied, &self.facts(Some(&live.version_id), Some(&live.expiry), detail))
+                        .recorded_as(TAG_APPLIED_ALERTED, &live.version_id),
+                );
+            }
+        }
+        if info.has_label(current, LABEL_REJECTED)
+            && info.tags.get(TAG_REJECTED_ALERTED).map(String::as_str) != Some(current)
+        {
+            let detail = format!(
+                "version {current} was refused earlier and Entra kept the previous token (this notice could not be delivered then)"
+            );
+            alerts.push(
+                Alert::new(AlertKind::Rejected, &self.facts(Some(current), live.map(|c| &c.expiry), detail))
+                    .recorded_as(TAG_REJECTED_ALERTED, current),
+            );
+        }
+    }
+
+    /// After a failure once the new token may be in Entra (the PUT, or the
+    /// re-test, failed for a reason other than a refusal): put the previously
+    /// applied token back, so that Entra holds a token that passed both tests.
+    async fn restore_after(
+        &self,
+        step: Step,
+        err: EntraError,
+        version: &str,
+        applied: Option<&str>,
+        app: &GraphApp,
+        job: &JobRef,
+    ) -> Failure {
+        let mut message = err.to_string();
+        let previous = match applied.filter(|a| *a != version) {
+            Some(a) => self.applied_token(Some(a)).await.ok().flatten(),
+            None => None,
+        };
+        match previous {
+            None => {
+                message.push_str("; there is no earlier applied version to put back, so the next run repeats the apply")
+            }
+            Some(prev) => {
+                let creds = Credentials {
+                    base_address: prev.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
+                    secret_token: prev.value.token.clone(),
+                };
+                match self.entra.save_credentials(app, &job.service_principal_id, &creds).await {
+                    Ok(()) => message.push_str(&format!(
+                        "; the previously applied version {} was put back in Entra and the next run tries again",
+                        prev.version_id
+                    )),
+                    Err(e) => message.push_str(&format!(
+                        "; putting back version {} failed too ({e}); the next run repeats the apply",
+                        prev.version_id
+                    )),
+                }
+            }
+        }
+        warn!(secret_id = self.id(), version_id = %version, step = ?step, "apply interrupted after saving; restored what could be restored");
+        Failure { step, message }
     }
 
     /// `expiring` once per threshold, `expired` once a UTC day. A newer

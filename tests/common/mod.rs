@@ -222,8 +222,12 @@ impl World {
         let store: Arc<dyn SecretStore> = Arc::new(AwsSecretStore::new(&self.aws));
         let notifier: Option<Arc<dyn Notifier>> =
             defaults.alert_topic_arn.clone().map(|arn| Arc::new(SnsNotifier::new(&self.aws, arn)) as Arc<dyn Notifier>);
-        let retry =
-            RetryPolicy { min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(300), max_retries: 4 };
+        let retry = RetryPolicy {
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(300),
+            max_retries: 4,
+            request_timeout: Duration::from_millis(800),
+        };
         let now = self.now.clone();
         Relay::new(
             defaults,
