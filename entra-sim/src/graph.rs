@@ -143,6 +143,7 @@ async fn handle(State(sim): State<Sim>, request: Request) -> Response {
         } else {
             graph_fault(code, retry_after, &ids)
         }),
+        Some(Fault::Respond { status, body }) => Some(crate::responses::raw(status, body)),
         Some(Fault::Drop) => match parts.extensions.get::<ConnectionKiller>() {
             Some(killer) => {
                 tracing::info!("{} {} -> connection dropped (fault)", parts.method, path);

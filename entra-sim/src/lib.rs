@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aws_proxy;
 mod control;
 mod graph;
 mod responses;
@@ -99,6 +100,30 @@ pub enum Fault {
     Slow(Duration),
     /// Close the connection without sending any HTTP response.
     Drop,
+    /// Answer this status with this raw body (JSON content type): for
+    /// malformed, truncated, wrongly typed or oversized answers.
+    Respond {
+        /// HTTP status code to answer with.
+        status: u16,
+        /// The body, sent as is.
+        body: String,
+    },
+}
+
+/// Scheduled throttling, for load tests: of every `every` Graph/login
+/// requests (counted from when it is set), the last `burst` are answered
+/// `429 Too Many Requests`, with `Retry-After: retry_after` when given. A
+/// one-shot fault queued for a request still comes first; a throttled
+/// request is answered at once (no persistent [`Fault::Slow`] delay), as
+/// Graph answers throttled calls quickly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    /// The period, in requests; 0 turns throttling off.
+    pub every: u64,
+    /// How many requests at the end of each period are throttled (less than `every`).
+    pub burst: u64,
+    /// Seconds for the `Retry-After` header, if any.
+    pub retry_after: Option<u64>,
 }
 
 /// One request received on a Graph or login route.
@@ -271,5 +296,11 @@ impl Sim {
     /// How many access tokens the login endpoint has issued.
     pub fn token_requests(&self) -> usize {
         self.lock().tokens_issued
+    }
+
+    /// Sets (or with `None` clears) scheduled throttling; see [`Throttle`].
+    /// The request count starts again from zero.
+    pub fn set_throttle(&self, throttle: Option<Throttle>) {
+        self.lock().set_throttle(throttle);
     }
 }

@@ -183,3 +183,9 @@ pub(crate) fn token_issued(access_token: &str, lifetime_secs: u64) -> Response {
 pub(crate) fn control_json(body: &Value) -> Response {
     json_response(StatusCode::OK, "application/json", body)
 }
+
+/// A raw answer for [`Fault::Respond`](crate::Fault::Respond).
+pub(crate) fn raw(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::Credentials;
+use entra_sim::aws_proxy::AwsProxy;
 use entra_sim::{Sim, SimConfig};
 use jiff::Timestamp;
 use scim_relay::aws::{AwsSecretStore, SnsNotifier};
@@ -129,6 +130,28 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The relay's SDK configuration: through the fault proxy, with timeouts
+/// and retry backoff scaled down for tests (same shape as production).
+pub async fn relay_aws_config(endpoint: &str) -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .operation_attempt_timeout(Duration::from_millis(700))
+        .operation_timeout(Duration::from_secs(4))
+        .build();
+    let retry = aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(20))
+        .with_max_backoff(Duration::from_millis(200));
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .timeout_config(timeouts)
+        .retry_config(retry)
+        .load()
+        .await
+}
+
 // ------------------------------------------------------------- harness --
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -136,6 +159,10 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// One scenario's world: its own simulator, secrets, topic and clock.
 pub struct World {
     pub sim: Sim,
+    /// Between the relay's AWS SDK and moto: injects AWS-side faults.
+    pub proxy: AwsProxy,
+    /// The SDK configuration the relay uses (through the proxy).
+    pub relay_aws: aws_config::SdkConfig,
     pub sm: aws_sdk_secretsmanager::Client,
     pub sns: aws_sdk_sns::Client,
     pub aws: aws_config::SdkConfig,
@@ -164,6 +191,8 @@ impl World {
         .expect("start the Entra simulator");
         sim.add_job(SP, JOB, "Active");
         let aws = aws_config().await;
+        let proxy = AwsProxy::start(moto()).await.expect("start the AWS fault proxy");
+        let relay_aws = relay_aws_config(&proxy.url()).await;
         let sm = aws_sdk_secretsmanager::Client::new(&aws);
         let sns = aws_sdk_sns::Client::new(&aws);
         let prefix = format!("t{}-{}", COUNTER.fetch_add(1, Ordering::SeqCst), name);
@@ -205,7 +234,7 @@ impl World {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let now = Arc::new(AtomicI64::new(Timestamp::now().as_second()));
-        World { sim, sm, sns, aws, topic_arn, prefix, secret_ids, client_secret_id, now, env }
+        World { sim, proxy, relay_aws, sm, sns, aws, topic_arn, prefix, secret_ids, client_secret_id, now, env }
     }
 
     pub fn id(&self) -> &str {
@@ -219,9 +248,11 @@ impl World {
 
     pub fn relay(&self) -> Relay {
         let defaults = Defaults::from_vars(&self.env).expect("test configuration is valid");
-        let store: Arc<dyn SecretStore> = Arc::new(AwsSecretStore::new(&self.aws));
-        let notifier: Option<Arc<dyn Notifier>> =
-            defaults.alert_topic_arn.clone().map(|arn| Arc::new(SnsNotifier::new(&self.aws, arn)) as Arc<dyn Notifier>);
+        let store: Arc<dyn SecretStore> = Arc::new(AwsSecretStore::new(&self.relay_aws));
+        let notifier: Option<Arc<dyn Notifier>> = defaults
+            .alert_topic_arn
+            .clone()
+            .map(|arn| Arc::new(SnsNotifier::new(&self.relay_aws, arn)) as Arc<dyn Notifier>);
         let retry = RetryPolicy {
             min_delay: Duration::from_millis(20),
             max_delay: Duration::from_millis(300),
@@ -250,12 +281,16 @@ impl World {
 
     /// Runs one invocation as the Lambda handler would, from a JSON payload.
     pub async fn invoke(&self, payload: Value) -> Result<RunReport, String> {
-        let relay = self.relay();
+        self.invoke_on(&self.relay(), payload, Duration::from_secs(60)).await
+    }
+
+    /// Like [`World::invoke`], with a given relay and time left.
+    pub async fn invoke_on(&self, relay: &Relay, payload: Value, time_left: Duration) -> Result<RunReport, String> {
         let req = match decode(&payload, &relay.defaults).map_err(|e| e.to_string())? {
             Decoded::Run(req) => req,
             Decoded::Ignore(why) => return Err(format!("ignored: {why}")),
         };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + time_left;
         let report = relay.run(&req, Some(deadline)).await;
         let text = serde_json::to_string(&report).unwrap();
         assert!(!text.contains(CANARY), "a secret leaked into the result");
@@ -337,6 +372,26 @@ impl World {
             .iter()
             .filter(|r| matches!(r.route, Some(Route::PutSecrets | Route::Start | Route::Restart)))
             .count()
+    }
+
+    /// Whether the token Entra holds passed Test Connection after it was
+    /// last saved (a PUT of it answered, then `useSavedCredentials: true`
+    /// answered 204). A token never saved by PUT counts as tested.
+    pub fn saved_token_was_retested(&self) -> bool {
+        use entra_sim::Route;
+        let Some(token) = self.saved_token() else { return true };
+        let requests = self.sim.requests();
+        let Some(put) = requests
+            .iter()
+            .rposition(|r| r.route == Some(Route::PutSecrets) && r.status == 204 && r.body.contains(&token))
+        else {
+            return true;
+        };
+        requests[put..].iter().any(|r| {
+            r.route == Some(Route::ValidateCredentials)
+                && r.status == 204
+                && r.body.contains("\"useSavedCredentials\":true")
+        })
     }
 
     pub fn saved_token(&self) -> Option<String> {
