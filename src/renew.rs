@@ -370,7 +370,9 @@ impl Renewal<'_> {
                 .await
                 .at(Step::MoveLabel)?;
         }
+        self.reached(Step::MoveLabel);
         self.write_tags("applied", Some(&candidate.expiry)).await;
+        self.reached(Step::WriteTags);
         let mut detail = format!("version {current} is live in Entra and passed Test Connection after saving");
         if result.quarantine_cleared {
             detail.push_str("; the job's quarantine was cleared");

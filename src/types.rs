@@ -214,6 +214,9 @@ impl Token {
         if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '\u{feff}') {
             return Err(if c.is_whitespace() { TokenError::InnerWhitespace } else { TokenError::ControlCharacter });
         }
+        if !s.is_ascii() {
+            return Err(TokenError::NonAscii);
+        }
         let lower = s.to_ascii_lowercase();
         if lower.contains("://") || lower.starts_with("federation.apple.com") {
             return Err(TokenError::LooksLikeUrl);
@@ -247,6 +250,8 @@ pub enum TokenError {
     InnerWhitespace,
     #[error("the token has a control character inside it")]
     ControlCharacter,
+    #[error("the token has a non-ASCII character inside it (a zero-width space or a typographic quote from a formatted document?); SCIM tokens are plain ASCII")]
+    NonAscii,
     #[error("the token looks like a URL: the Tenant URL was probably pasted into the token field")]
     LooksLikeUrl,
 }
@@ -316,6 +321,8 @@ mod tests {
         assert_eq!(Token::parse("ab cd").unwrap_err(), TokenError::InnerWhitespace);
         assert_eq!(Token::parse("ab\ncd").unwrap_err(), TokenError::InnerWhitespace);
         assert_eq!(Token::parse("ab\u{7}cd").unwrap_err(), TokenError::ControlCharacter);
+        assert_eq!(Token::parse("ab\u{200b}cd").unwrap_err(), TokenError::NonAscii);
+        assert_eq!(Token::parse("ab\u{2019}cd").unwrap_err(), TokenError::NonAscii);
         assert_eq!(
             Token::parse("https://federation.apple.com/feeds/business/scim").unwrap_err(),
             TokenError::LooksLikeUrl
