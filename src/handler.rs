@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::config::Defaults;
 use crate::relay::{RunRequest, Targets};
 use crate::renew::{Action, Options};
-use crate::types::printable;
+use crate::types::{list_some, printable};
 
 /// What an event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +59,7 @@ fn decode_on_demand(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Dec
     if !unknown.is_empty() {
         return Err(err(format!(
             "unknown key(s) {}; an on-demand payload has only `action`, `secret_id`, `dry_run` and `force`",
-            unknown.join(", ")
+            list_some(&unknown)
         )));
     }
     let action = match obj.get("action") {
@@ -90,7 +90,7 @@ fn decode_on_demand(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Dec
             err(format!(
                 "`{}` is not one of the configured targets (SCIM_RELAY_SECRET_IDS: {})",
                 printable(s),
-                defaults.secret_ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                list_some(&defaults.secret_ids.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             ))
         })?),
         Some(v) => return Err(err(format!("`secret_id` must be a string, got {}", kind_of(v)))),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod graph;
 pub mod handler;
 pub mod metrics;
+pub mod panic;
 pub mod ports;
 pub mod relay;
 pub mod renew;

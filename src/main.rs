@@ -24,17 +24,9 @@ fn init_tracing() {
     }
 }
 
-/// Never print a panic payload: it could hold anything.
-fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("scim-relay: internal error (panic) at {at}; details withheld so that no secret can leak");
-    }));
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    install_panic_hook();
+    scim_relay::panic::install_hook();
     init_tracing();
     // A configuration error is reported by every invocation, not by a
     // crash loop at start-up.

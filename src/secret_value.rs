@@ -5,7 +5,7 @@ use base64::Engine;
 use jiff::{civil::Date, tz::TimeZone, Timestamp, ToSpan};
 use serde_json::{Map, Value};
 
-use crate::types::{printable, TenantUrl, Token, TokenError};
+use crate::types::{list_some, printable, TenantUrl, Token, TokenError};
 
 /// A parsed secret version value.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub enum SecretValueError {
     Token(#[from] TokenError),
     #[error("the value starts with `{{` but is not valid JSON (line {line}, column {column})")]
     NotJson { line: usize, column: usize },
-    #[error("the JSON value must be an object with a `token` key")]
+    #[error("the value looks like JSON but is not an object; store the raw token, or {{\"token\": \"...\"}}")]
     NotObject,
     #[error("unknown key(s) {0}; allowed keys are `token`, `expires_at` and `tenant_url`")]
     UnknownKeys(String),
@@ -80,6 +80,9 @@ impl SecretValue {
     /// Parses a stored value: a raw token, or a JSON object.
     pub fn parse(raw: &str) -> Result<Self, SecretValueError> {
         let trimmed = raw.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+        if trimmed.starts_with('[') || trimmed.starts_with('"') {
+            return Err(SecretValueError::NotObject);
+        }
         if !trimmed.starts_with('{') {
             return Ok(Self { token: Token::parse(trimmed)?, expires_at: None, tenant_url: None });
         }
@@ -97,7 +100,7 @@ impl SecretValue {
             .map(|k| format!("`{}`", printable(&k.chars().take(40).collect::<String>())))
             .collect();
         if !unknown.is_empty() {
-            return Err(SecretValueError::UnknownKeys(unknown.join(", ")));
+            return Err(SecretValueError::UnknownKeys(list_some(&unknown)));
         }
         let token = match map.get("token") {
             None | Some(Value::Null) => return Err(SecretValueError::MissingToken),

@@ -256,6 +256,15 @@ pub enum TokenError {
     LooksLikeUrl,
 }
 
+/// Lists `items` for an error message: at most five, then how many more.
+pub fn list_some(items: &[String]) -> String {
+    let mut out = items.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > 5 {
+        out.push_str(&format!(" and {} more", items.len() - 5));
+    }
+    out
+}
+
 /// A value from user input, made safe to quote in an error: control
 /// characters escaped and the length bounded.
 pub fn printable(s: &str) -> String {
