@@ -298,10 +298,7 @@ impl Renewal<'_> {
                 return self.reject(info, &current, msg, opts, alerts).await;
             }
         };
-        let creds = Credentials {
-            base_address: candidate.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
-            secret_token: candidate.value.token.clone(),
-        };
+        let creds = self.credentials(&candidate);
         let app = self.app();
         let job = self.find_job(&app).await?;
 
@@ -401,6 +398,23 @@ impl Renewal<'_> {
         }))
     }
 
+    /// What Entra is sent for a token: its own tenant URL, else the target's.
+    fn credentials(&self, c: &Candidate) -> Credentials {
+        Credentials {
+            base_address: c.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
+            secret_token: c.value.token.clone(),
+        }
+    }
+
+    /// Labels `version` rejected (not tried again until a newer version or `force`).
+    async fn mark_rejected(&self, info: &SecretInfo, version: &str) -> Result<(), Failure> {
+        if info.has_label(version, LABEL_REJECTED) {
+            return Ok(());
+        }
+        let holder = info.version_with(LABEL_REJECTED);
+        self.store.move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder).await.at(Step::MoveLabel)
+    }
+
     /// The applied version's value and expiry, if a version is applied.
     async fn applied_token(&self, applied: Option<&str>) -> Result<Option<Candidate>, Failure> {
         let Some(v) = applied else { return Ok(None) };
@@ -468,13 +482,7 @@ impl Renewal<'_> {
             r.message.push_str(" (dry run: nothing was written)");
             return Ok(r);
         }
-        if !info.has_label(version, LABEL_REJECTED) {
-            let holder = info.version_with(LABEL_REJECTED);
-            self.store
-                .move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder)
-                .await
-                .at(Step::MoveLabel)?;
-        }
+        self.mark_rejected(info, version).await?;
         self.write_tags("rejected", live.as_ref().map(|c| &c.expiry)).await;
         alerts.push(
             Alert::new(AlertKind::Rejected, &self.facts(Some(version), live.as_ref().map(|c| &c.expiry), &r.message))
@@ -508,10 +516,7 @@ impl Renewal<'_> {
                 ),
             });
         };
-        let creds = Credentials {
-            base_address: previous.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
-            secret_token: previous.value.token.clone(),
-        };
+        let creds = self.credentials(&previous);
         self.entra.save_credentials(app, &job.service_principal_id, &creds).await.at(Step::RestorePreviousToken)?;
         if let Validation::Refused(again) =
             self.entra.validate_credentials(app, job, None).await.at(Step::RestorePreviousToken)?
@@ -525,13 +530,7 @@ impl Renewal<'_> {
             });
         }
         // Not tried again until a newer version arrives or `force` is given.
-        if !info.has_label(version, LABEL_REJECTED) {
-            let holder = info.version_with(LABEL_REJECTED);
-            self.store
-                .move_label(&self.cfg.secret_id, LABEL_REJECTED, Some(version), holder)
-                .await
-                .at(Step::MoveLabel)?;
-        }
+        self.mark_rejected(info, version).await?;
         self.write_tags("rolled_back", Some(&previous.expiry)).await;
         let mut r = self.result_for(Outcome::RolledBack, version, Some(&previous.expiry));
         r.message = format!(
@@ -658,10 +657,7 @@ impl Renewal<'_> {
                 message.push_str("; there is no earlier applied version to put back, so the next run repeats the apply")
             }
             Some(prev) => {
-                let creds = Credentials {
-                    base_address: prev.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
-                    secret_token: prev.value.token.clone(),
-                };
+                let creds = self.credentials(&prev);
                 match self.entra.save_credentials(app, &job.service_principal_id, &creds).await {
                     Ok(()) => message.push_str(&format!(
                         "; the previously applied version {} was put back in Entra and the next run tries again",

@@ -70,8 +70,9 @@ async fn bad_secret_values_are_refused_before_entra() {
 
 // ------------------------------------------------ events and payloads --
 
-fn defaults() -> Defaults {
-    let vars: HashMap<String, String> = [
+/// A valid configuration for one target.
+fn base_vars() -> HashMap<String, String> {
+    [
         ("SCIM_RELAY_SECRET_IDS", "scim-relay/abm"),
         ("ENTRA_TENANT_ID", TENANT),
         ("ENTRA_CLIENT_ID", CLIENT_ID),
@@ -80,8 +81,11 @@ fn defaults() -> Defaults {
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    Defaults::from_vars(&vars).unwrap()
+    .collect()
+}
+
+fn defaults() -> Defaults {
+    Defaults::from_vars(&base_vars()).unwrap()
 }
 
 #[test]
@@ -132,16 +136,7 @@ fn bad_events_and_payloads_are_refused() {
 #[test]
 fn bad_configuration_names_the_setting() {
     let base = |k: &str, v: &str| {
-        let mut vars: HashMap<String, String> = [
-            ("SCIM_RELAY_SECRET_IDS", "scim-relay/abm"),
-            ("ENTRA_TENANT_ID", TENANT),
-            ("ENTRA_CLIENT_ID", CLIENT_ID),
-            ("ENTRA_CLIENT_SECRET_ID", "scim-relay/graph"),
-            ("ENTRA_SERVICE_PRINCIPAL_ID", SP),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut vars = base_vars();
         vars.insert(k.into(), v.into());
         vars
     };
