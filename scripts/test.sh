@@ -23,6 +23,23 @@ run cargo test --workspace
 run "$root/scripts/demo.sh"
 if [ -f "$root/template.yaml" ]; then
   run "$root/.venv/bin/cfn-lint" "$root/template.yaml"
+  # SAM's own lint; offline: it needs no AWS account, region or credentials.
+  run env SAM_CLI_TELEMETRY=0 "$root/.venv/bin/sam" validate --lint --template-file "$root/template.yaml"
+  # The deployment artifact, built the way `sam build` builds it for Lambda
+  # (cargo lambda build --release --arm64 --bin scim-relay), into target/.
+  # Needs Rust's aarch64 standard library; where rustup cannot add it, skip.
+  if rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 \
+    || rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+    run env PATH="$root/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0 "$root/.venv/bin/sam" build \
+      --template-file "$root/template.yaml" --build-dir "$root/target/sam-build"
+    artifact="$root/target/sam-build/ScimRelayFunction/bootstrap"
+    # An ELF whose e_machine (offset 18) is 0xb7: AArch64.
+    [ "$(od -An -tx1 -j18 -N2 "$artifact" | tr -d ' \n')" = "b700" ] \
+      || { echo "FAILED: $artifact is not an arm64 Lambda bootstrap" >&2; exit 1; }
+    echo "==> arm64 deployment artifact: $artifact ($(wc -c <"$artifact") bytes)"
+  else
+    echo "==> SKIPPED the arm64 build: rustup could not add the aarch64-unknown-linux-gnu target here"
+  fi
 fi
 
 if grep -q "CANARY-" "$log"; then

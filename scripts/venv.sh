@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Creates (or reuses) .venv with the pinned test and demo tools:
+# Creates (or reuses) .venv with the pinned test, demo and deploy tools:
 # moto_server (Secrets Manager + SNS), cargo-lambda (the Lambda runtime
-# emulator) and cfn-lint. Needs only python3. Idempotent: a stamp of
+# emulator), cfn-lint and aws-sam-cli (sam validate, sam build). Needs only python3. Idempotent: a stamp of
 # requirements-dev.txt skips the install when nothing changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,7 +13,7 @@ if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want"
   exit 0
 fi
 command -v python3 >/dev/null || { echo "venv.sh: python3 is required" >&2; exit 1; }
-echo "==> creating $venv with pinned tools (moto[server], cargo-lambda, cfn-lint)" >&2
+echo "==> creating $venv with pinned tools (moto[server], cargo-lambda, cfn-lint, aws-sam-cli)" >&2
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >&2
