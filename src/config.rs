@@ -4,12 +4,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::ports::{AppCredential, GraphApp};
 use crate::types::{printable, Endpoint, SecretId, TenantUrl, ABM_TENANT_URL};
 
 pub const ENV_SECRET_IDS: &str = "SCIM_RELAY_SECRET_IDS";
 pub const ENV_TENANT_ID: &str = "ENTRA_TENANT_ID";
 pub const ENV_CLIENT_ID: &str = "ENTRA_CLIENT_ID";
 pub const ENV_CLIENT_SECRET_ID: &str = "ENTRA_CLIENT_SECRET_ID";
+/// How the relay's Graph app signs in: `secret` (default), `certificate`, `federated`.
+pub const ENV_AUTH: &str = "ENTRA_AUTH";
+/// The secret holding `{"private_key": PEM, "certificate": PEM}` (certificate sign-in).
+pub const ENV_CERTIFICATE_SECRET_ID: &str = "ENTRA_CERTIFICATE_SECRET_ID";
+/// The `aud` of the AWS web identity token (federated sign-in).
+pub const ENV_FEDERATED_AUDIENCE: &str = "ENTRA_FEDERATED_AUDIENCE";
 pub const ENV_SP_ID: &str = "ENTRA_SERVICE_PRINCIPAL_ID";
 pub const ENV_JOB_ID: &str = "ENTRA_JOB_ID";
 pub const ENV_TENANT_URL: &str = "SCIM_TENANT_URL";
@@ -26,6 +33,9 @@ pub const ENV_VARS: &[&str] = &[
     ENV_TENANT_ID,
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET_ID,
+    ENV_AUTH,
+    ENV_CERTIFICATE_SECRET_ID,
+    ENV_FEDERATED_AUDIENCE,
     ENV_SP_ID,
     ENV_JOB_ID,
     ENV_TENANT_URL,
@@ -40,6 +50,13 @@ pub const ENV_VARS: &[&str] = &[
 pub const TAG_TENANT_ID: &str = "scim-relay:tenant-id";
 pub const TAG_CLIENT_ID: &str = "scim-relay:client-id";
 pub const TAG_CLIENT_SECRET_ID: &str = "scim-relay:client-secret-id";
+pub const TAG_AUTH: &str = "scim-relay:auth";
+pub const TAG_CERTIFICATE_SECRET_ID: &str = "scim-relay:certificate-secret-id";
+pub const TAG_FEDERATED_AUDIENCE: &str = "scim-relay:federated-audience";
+
+/// The audience Entra expects in a federated token (Microsoft's documented
+/// value for a federated identity credential).
+pub const DEFAULT_FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
 pub const TAG_SP_ID: &str = "scim-relay:service-principal-id";
 pub const TAG_JOB_ID: &str = "scim-relay:job-id";
 pub const TAG_TENANT_URL: &str = "scim-relay:tenant-url";
@@ -68,6 +85,9 @@ pub struct Defaults {
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
     pub client_secret_id: Option<String>,
+    pub auth: Option<String>,
+    pub certificate_secret_id: Option<String>,
+    pub federated_audience: Option<String>,
     pub service_principal_id: Option<String>,
     pub job_id: Option<String>,
     pub tenant_url: Option<String>,
@@ -85,7 +105,8 @@ pub struct TargetConfig {
     pub secret_id: SecretId,
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret_id: SecretId,
+    /// How the relay's Graph app signs in for this target.
+    pub credential: AppCredential,
     pub service_principal_id: String,
     pub job_id: Option<String>,
     pub tenant_url: TenantUrl,
@@ -146,6 +167,9 @@ impl Defaults {
             tenant_id: non_empty(vars, ENV_TENANT_ID),
             client_id: non_empty(vars, ENV_CLIENT_ID),
             client_secret_id: non_empty(vars, ENV_CLIENT_SECRET_ID),
+            auth: non_empty(vars, ENV_AUTH),
+            certificate_secret_id: non_empty(vars, ENV_CERTIFICATE_SECRET_ID),
+            federated_audience: non_empty(vars, ENV_FEDERATED_AUDIENCE),
             service_principal_id: non_empty(vars, ENV_SP_ID),
             job_id: non_empty(vars, ENV_JOB_ID),
             tenant_url: non_empty(vars, ENV_TENANT_URL),
@@ -190,6 +214,11 @@ impl Defaults {
             (ENV_CLIENT_SECRET_ID, pick(TAG_CLIENT_SECRET_ID, &self.client_secret_id), |v| {
                 SecretId::parse(v).map(drop)
             }),
+            (ENV_AUTH, pick(TAG_AUTH, &self.auth), |v| parse_auth(v).map(drop)),
+            (ENV_CERTIFICATE_SECRET_ID, pick(TAG_CERTIFICATE_SECRET_ID, &self.certificate_secret_id), |v| {
+                SecretId::parse(v).map(drop)
+            }),
+            (ENV_FEDERATED_AUDIENCE, pick(TAG_FEDERATED_AUDIENCE, &self.federated_audience), check_audience),
             (ENV_SP_ID, pick(TAG_SP_ID, &self.service_principal_id), check_guid),
             (ENV_JOB_ID, pick(TAG_JOB_ID, &self.job_id), check_job_id),
             (ENV_TENANT_URL, pick(TAG_TENANT_URL, &self.tenant_url), |v| TenantUrl::parse(v).map(drop)),
@@ -218,8 +247,35 @@ impl Defaults {
             |setting: &'static str| values.remove(setting).flatten().ok_or_else(|| err(setting, "is required".into()));
         let tenant_id = required(ENV_TENANT_ID)?;
         let client_id = required(ENV_CLIENT_ID)?;
-        let client_secret_id =
-            SecretId::parse(&required(ENV_CLIENT_SECRET_ID)?).map_err(|e| err(ENV_CLIENT_SECRET_ID, e))?;
+        let method = match values.remove(ENV_AUTH).flatten() {
+            Some(v) => parse_auth(&v).map_err(|e| err(ENV_AUTH, e))?,
+            None => AuthMethod::Secret,
+        };
+        // Only the setting the chosen method uses is required.
+        let mut required_for = |setting: &'static str, method: &str| {
+            values
+                .remove(setting)
+                .flatten()
+                .ok_or_else(|| err(setting, format!("is required when ENTRA_AUTH is {method}")))
+        };
+        let credential = match method {
+            AuthMethod::Secret => AppCredential::Secret {
+                secret_id: SecretId::parse(&required_for(ENV_CLIENT_SECRET_ID, "secret (the default)")?)
+                    .map_err(|e| err(ENV_CLIENT_SECRET_ID, e))?,
+            },
+            AuthMethod::Certificate => AppCredential::Certificate {
+                secret_id: SecretId::parse(&required_for(ENV_CERTIFICATE_SECRET_ID, "certificate")?)
+                    .map_err(|e| err(ENV_CERTIFICATE_SECRET_ID, e))?,
+            },
+            AuthMethod::Federated => AppCredential::Federated {
+                audience: values
+                    .remove(ENV_FEDERATED_AUDIENCE)
+                    .flatten()
+                    .unwrap_or_else(|| DEFAULT_FEDERATED_AUDIENCE.to_owned()),
+            },
+        };
+        let mut required =
+            |setting: &'static str| values.remove(setting).flatten().ok_or_else(|| err(setting, "is required".into()));
         let service_principal_id = required(ENV_SP_ID)?;
         let job_id = values.remove(ENV_JOB_ID).flatten();
         let tenant_url = values.remove(ENV_TENANT_URL).flatten().unwrap_or_else(|| ABM_TENANT_URL.to_owned());
@@ -232,7 +288,7 @@ impl Defaults {
             secret_id: secret_id.clone(),
             tenant_id,
             client_id,
-            client_secret_id,
+            credential,
             service_principal_id,
             job_id,
             tenant_url,
@@ -251,12 +307,52 @@ fn tag_for(setting: &str) -> Option<&'static str> {
         ENV_TENANT_ID => TAG_TENANT_ID,
         ENV_CLIENT_ID => TAG_CLIENT_ID,
         ENV_CLIENT_SECRET_ID => TAG_CLIENT_SECRET_ID,
+        ENV_AUTH => TAG_AUTH,
+        ENV_CERTIFICATE_SECRET_ID => TAG_CERTIFICATE_SECRET_ID,
+        ENV_FEDERATED_AUDIENCE => TAG_FEDERATED_AUDIENCE,
         ENV_SP_ID => TAG_SP_ID,
         ENV_JOB_ID => TAG_JOB_ID,
         ENV_TENANT_URL => TAG_TENANT_URL,
         ENV_WARNING_DAYS => TAG_WARNING_DAYS,
         _ => return None,
     })
+}
+
+impl TargetConfig {
+    /// Who the relay is when it calls Graph for this target.
+    pub fn graph_app(&self) -> GraphApp {
+        GraphApp {
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            credential: self.credential.clone(),
+        }
+    }
+}
+
+/// `ENTRA_AUTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    Secret,
+    Certificate,
+    Federated,
+}
+
+pub fn parse_auth(v: &str) -> Result<AuthMethod, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "secret" => Ok(AuthMethod::Secret),
+        "certificate" => Ok(AuthMethod::Certificate),
+        "federated" => Ok(AuthMethod::Federated),
+        _ => Err(format!("`{}` is not one of secret, certificate, federated", printable(v))),
+    }
+}
+
+/// STS takes an audience of 1 to 1000 characters; Entra compares it exactly.
+fn check_audience(v: &str) -> Result<(), String> {
+    if v.len() <= 1000 && v.chars().all(|c| c.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!("`{}` is not an audience (up to 1000 printable ASCII characters, no spaces)", printable(v)))
+    }
 }
 
 fn check_guid(v: &str) -> Result<(), String> {
@@ -359,5 +455,56 @@ mod tests {
         assert!(e.to_string().contains("ENTRA_CLIENT_ID (tag scim-relay:client-id) for target scim-relay/abm"), "{e}");
         assert!(Defaults::from_vars(&vars(&[(ENV_DRY_RUN, "maybe")])).is_err());
         assert!(Defaults::from_vars(&vars(&[(ENV_SECRET_IDS, "a,a")])).is_err());
+    }
+
+    #[test]
+    fn sign_in_method_and_its_settings() {
+        let secret_id = |s: &str| SecretId::parse(s).unwrap();
+        // The default stays the client secret.
+        let d = Defaults::from_vars(&vars(&[])).unwrap();
+        let t = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap();
+        assert_eq!(t.credential, AppCredential::Secret { secret_id: secret_id("scim-relay/graph") });
+        assert_eq!(t.graph_app().credential, t.credential);
+
+        // Certificate: its secret is required, the client secret is not.
+        let mut v = vars(&[(ENV_AUTH, "Certificate")]);
+        v.remove(ENV_CLIENT_SECRET_ID);
+        let d = Defaults::from_vars(&v).unwrap();
+        let e = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ENTRA_CERTIFICATE_SECRET_ID (tag scim-relay:certificate-secret-id) for target scim-relay/abm: is required when ENTRA_AUTH is certificate"
+        );
+        v.insert(ENV_CERTIFICATE_SECRET_ID.into(), "scim-relay/graph-cert".into());
+        let d = Defaults::from_vars(&v).unwrap();
+        let t = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap();
+        assert_eq!(t.credential, AppCredential::Certificate { secret_id: secret_id("scim-relay/graph-cert") });
+
+        // Federated: nothing to store; the audience defaults to Entra's.
+        let d = Defaults::from_vars(&vars(&[(ENV_AUTH, "federated")])).unwrap();
+        let t = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap();
+        assert_eq!(t.credential, AppCredential::Federated { audience: DEFAULT_FEDERATED_AUDIENCE.into() });
+
+        // A tag switches one target's method; the others keep the default.
+        let d = Defaults::from_vars(&vars(&[(ENV_FEDERATED_AUDIENCE, "api://custom")])).unwrap();
+        let tags: BTreeMap<String, String> = [(TAG_AUTH.to_string(), "federated".to_string())].into();
+        let t = d.for_target(&d.secret_ids[1], &tags).unwrap();
+        assert_eq!(t.credential, AppCredential::Federated { audience: "api://custom".into() });
+        assert!(matches!(
+            d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap().credential,
+            AppCredential::Secret { .. }
+        ));
+
+        // Malformed values name their setting before anything runs.
+        let e = Defaults::from_vars(&vars(&[(ENV_AUTH, "password")])).unwrap_err();
+        assert_eq!(e.to_string(), "ENTRA_AUTH: `password` is not one of secret, certificate, federated");
+        let e = Defaults::from_vars(&vars(&[(ENV_FEDERATED_AUDIENCE, "api://a b")])).unwrap_err();
+        assert_eq!(e.setting, ENV_FEDERATED_AUDIENCE);
+        let e = Defaults::from_vars(&vars(&[(ENV_CERTIFICATE_SECRET_ID, "bad id")])).unwrap_err();
+        assert_eq!(e.setting, ENV_CERTIFICATE_SECRET_ID);
+        let tags: BTreeMap<String, String> = [(TAG_AUTH.to_string(), "cert".to_string())].into();
+        let d = Defaults::from_vars(&vars(&[])).unwrap();
+        let e = d.for_target(&d.secret_ids[0], &tags).unwrap_err();
+        assert!(e.to_string().starts_with("ENTRA_AUTH (tag scim-relay:auth) for target scim-relay/abm: `cert`"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::auth::WebIdentitySource;
 use crate::ports::{Credentials, Entra, EntraError, GraphApp, Job, JobRef, Quarantine, SecretStore, Validation};
 use crate::types::Endpoint;
 
@@ -61,6 +62,8 @@ pub struct GraphShared {
     graph: Endpoint,
     login: Endpoint,
     secrets: Arc<dyn SecretStore>,
+    /// Federated sign-in's token source (AWS STS in production).
+    web_identity: Option<Arc<dyn WebIdentitySource>>,
     tokens: tokio::sync::Mutex<HashMap<GraphApp, CachedToken>>,
     retry: RetryPolicy,
     retries: AtomicU64,
@@ -86,11 +89,17 @@ impl GraphShared {
             graph,
             login,
             secrets,
+            web_identity: None,
             tokens: tokio::sync::Mutex::new(HashMap::new()),
             retry,
             retries: AtomicU64::new(0),
             token_fetches: AtomicU64::new(0),
         })
+    }
+
+    /// Sets where federated sign-in (`ENTRA_AUTH=federated`) gets its token.
+    pub fn set_web_identity(&mut self, source: Arc<dyn WebIdentitySource>) {
+        self.web_identity = Some(source);
     }
 
     /// Retries made since the process started (for metrics).
@@ -366,28 +375,22 @@ impl Graph {
         Ok(token)
     }
 
+    /// The client-credentials grant. How the app proves who it is (client
+    /// secret, certificate assertion, AWS web identity token) is
+    /// [`crate::auth`]'s business.
     async fn fetch_token(&self, app: &GraphApp) -> Result<(SecretString, Duration), EntraError> {
-        let secret = self
-            .shared
-            .secrets
-            .get_version(&app.client_secret_id, None)
-            .await
-            .map_err(|e| EntraError::ClientSecret(format!("{} ({e})", app.client_secret_id)))?;
-        let secret = secret.value.ok_or_else(|| {
-            EntraError::ClientSecret(format!("{} holds binary data, not the client secret", app.client_secret_id))
-        })?;
-        let client_secret = secret.expose_secret().trim();
-        if client_secret.is_empty() {
-            return Err(EntraError::ClientSecret(format!("{} is empty", app.client_secret_id)));
-        }
         let url = format!("{}/{}/oauth2/v2.0/token", self.shared.login.as_str(), app.tenant_id);
         let scope = format!("{}/.default", self.shared.graph.as_str());
-        let form = [
+        let auth =
+            crate::auth::client_auth(self.shared.secrets.as_ref(), self.shared.web_identity.as_deref(), app, &url)
+                .await?;
+        let proof = auth.exposed();
+        let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", app.client_id.as_str()),
-            ("client_secret", client_secret),
             ("scope", scope.as_str()),
         ];
+        form.extend(auth.form_fields());
         let op = || async {
             if let Some(left) = self.remaining() {
                 if left < DEADLINE_MARGIN {
@@ -406,7 +409,7 @@ impl Graph {
             let after = retry_after(resp.headers());
             let body = read_limited(resp).await?;
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                let (code, _) = error_parts(&body, &[client_secret]);
+                let (code, _) = error_parts(&body, &[proof]);
                 return Err(Attempt::Transient {
                     detail: format!("sign-in: {} {code}", status.as_u16()),
                     retry_after: after,
@@ -451,8 +454,8 @@ impl Graph {
                 }
             })?;
         if !status.is_success() {
-            let (code, message) = error_parts(&body, &[client_secret]);
-            return Err(EntraError::SignIn { code, message });
+            let (code, message) = error_parts(&body, &[proof]);
+            return Err(EntraError::SignIn { code, message, check: app.credential.sign_in_hint() });
         }
         #[derive(serde::Deserialize)]
         struct TokenAnswer {

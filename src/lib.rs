@@ -3,12 +3,16 @@
 //!
 //! - [`renew`]: the renewal logic, the SPEC's apply sequence, with no I/O.
 //! - [`ports`]: the two interfaces it needs (secret store, Entra) and the notifier.
-//! - [`aws`], [`graph`]: the real adapters.
+//! - [`aws`], [`graph`]: the real adapters; [`auth`]: how the relay's own Graph
+//!   app signs in (client secret, certificate, AWS outbound identity federation).
+//! - [`credential_watch`]: the relay's own credential is watched for expiry too.
 //! - [`relay`]: runs a request over all targets; [`handler`]: the Lambda event layer.
 
 pub mod alert;
+pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod credential_watch;
 pub mod graph;
 pub mod handler;
 pub mod metrics;

@@ -88,8 +88,65 @@ pub trait SecretStore: Send + Sync {
 pub struct GraphApp {
     pub tenant_id: String,
     pub client_id: String,
-    /// The secret holding the app's client secret.
-    pub client_secret_id: SecretId,
+    /// How the app proves who it is at the token endpoint (`ENTRA_AUTH`).
+    pub credential: AppCredential,
+}
+
+/// How the relay's Graph app signs in (`ENTRA_AUTH`); see `crate::auth`.
+/// Holds only names, never secret material.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AppCredential {
+    /// A client secret stored in this secret (`ENTRA_CLIENT_SECRET_ID`).
+    Secret { secret_id: SecretId },
+    /// A certificate and its private key stored in this secret as JSON
+    /// (`ENTRA_CERTIFICATE_SECRET_ID`); the app signs a client assertion.
+    Certificate { secret_id: SecretId },
+    /// AWS outbound identity federation: STS `GetWebIdentityToken` for this
+    /// audience (`ENTRA_FEDERATED_AUDIENCE`); nothing is stored.
+    Federated { audience: String },
+}
+
+impl AppCredential {
+    /// The `ENTRA_AUTH` value.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Secret { .. } => "secret",
+            Self::Certificate { .. } => "certificate",
+            Self::Federated { .. } => "federated",
+        }
+    }
+
+    /// The secret that holds the credential, if the method stores one.
+    pub fn secret_id(&self) -> Option<&SecretId> {
+        match self {
+            Self::Secret { secret_id } | Self::Certificate { secret_id } => Some(secret_id),
+            Self::Federated { .. } => None,
+        }
+    }
+
+    /// The setting that names the credential, for messages.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            Self::Secret { .. } => "ENTRA_CLIENT_SECRET_ID",
+            Self::Certificate { .. } => "ENTRA_CERTIFICATE_SECRET_ID",
+            Self::Federated { .. } => "ENTRA_FEDERATED_AUDIENCE",
+        }
+    }
+
+    /// What to check when the login service refuses the credential.
+    pub fn sign_in_hint(&self) -> String {
+        match self {
+            Self::Secret { secret_id } => {
+                format!("the client secret stored in ENTRA_CLIENT_SECRET_ID ({secret_id}); is it the secret's value, and not expired?")
+            }
+            Self::Certificate { secret_id } => format!(
+                "the certificate stored in ENTRA_CERTIFICATE_SECRET_ID ({secret_id}); is that certificate uploaded to the app registration (Certificates & secrets > Certificates)?"
+            ),
+            Self::Federated { audience } => format!(
+                "the app registration's federated identity credential: its issuer must be the AWS account's outbound identity federation issuer URL, its subject the function role's ARN, and its audience ENTRA_FEDERATED_AUDIENCE ({audience})"
+            ),
+        }
+    }
 }
 
 /// A provisioning job of an enterprise app.
@@ -147,8 +204,11 @@ pub enum EntraError {
     #[error("Graph denied the relay's app ({status} {code}: {message}). Grant the app registration the application permission Application.ReadWrite.OwnedBy and make it an owner of the ABM/ASM enterprise app, or grant Synchronization.ReadWrite.All; then grant admin consent")]
     Permission { status: u16, code: String, message: String },
     /// The login service refused the app's own credentials.
-    #[error("sign-in of the relay's app failed ({code}: {message}); check ENTRA_TENANT_ID, ENTRA_CLIENT_ID and the client secret stored in ENTRA_CLIENT_SECRET_ID")]
-    SignIn { code: String, message: String },
+    /// `check` names the credential's setting (see [`AppCredential::sign_in_hint`]).
+    #[error(
+        "sign-in of the relay's app failed ({code}: {message}); check ENTRA_TENANT_ID, ENTRA_CLIENT_ID and {check}"
+    )]
+    SignIn { code: String, message: String, check: String },
     /// 429, 5xx, timeouts, dropped connections: still failing after retries.
     #[error("Graph is unavailable after {attempts} attempt(s): {detail}")]
     Transient { attempts: u32, detail: String },
@@ -156,8 +216,10 @@ pub enum EntraError {
     NotFound(String),
     #[error("the invocation's deadline is too close to call Graph again ({0})")]
     Deadline(String),
-    #[error("the relay's Graph client secret could not be read: {0}")]
-    ClientSecret(String),
+    /// The relay's own credential could not be read or used; the text names
+    /// its setting and never holds secret material.
+    #[error("the relay's own Graph credential cannot be used: {0}")]
+    AppCredential(String),
     #[error("unexpected answer from Graph ({status} {code}: {message})")]
     Unexpected { status: u16, code: String, message: String },
 }

@@ -11,9 +11,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::auth::WebIdentitySource;
 use crate::config::Defaults;
 use crate::graph::{Graph, GraphShared, RetryPolicy};
-use crate::ports::{Notifier, SecretStore, StoreError};
+use crate::ports::{GraphApp, Notifier, SecretStore, StoreError};
 use crate::renew::{Action, Checkpoint, Options, Outcome, Renewal, Step, TargetResult};
 use crate::types::SecretId;
 
@@ -73,6 +74,15 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 /// No target is started with less than this left before the deadline.
 const TARGET_START_MARGIN: Duration = Duration::from_secs(5);
 
+/// One target's share of a run.
+struct TargetRun {
+    result: TargetResult,
+    undelivered: Vec<String>,
+    /// The Graph app the target signs in as, and its warning window (when
+    /// its configuration resolved).
+    app: Option<(GraphApp, u32)>,
+}
+
 /// The composition root: real adapters and the defaults.
 pub struct Relay {
     pub defaults: Defaults,
@@ -114,7 +124,21 @@ impl Relay {
             .alert_topic_arn
             .clone()
             .map(|arn| Arc::new(crate::aws::SnsNotifier::new(&aws, arn)) as Arc<dyn Notifier>);
-        Self::new(defaults, store, notifier, RetryPolicy::default(), Arc::new(Timestamp::now))
+        // Called only when a target signs in with ENTRA_AUTH=federated.
+        let sts = Arc::new(crate::auth::StsWebIdentity::new(&aws));
+        Ok(Self::new(defaults, store, notifier, RetryPolicy::default(), Arc::new(Timestamp::now))?
+            .with_web_identity(sts))
+    }
+
+    /// Where federated sign-in (`ENTRA_AUTH=federated`) gets its web identity
+    /// token: AWS STS in production, an injected issuer in tests.
+    pub fn with_web_identity(mut self, source: Arc<dyn WebIdentitySource>) -> Self {
+        // `self` is owned, so no run holds a clone of the shared Graph state.
+        match Arc::get_mut(&mut self.graph) {
+            Some(graph) => graph.set_web_identity(source),
+            None => warn!("the web identity token source could not be set: Graph is in use"),
+        }
+        self
     }
 
     /// Test-only fault switch: `hook(secret_id, step)` runs after each
@@ -134,7 +158,7 @@ impl Relay {
             Targets::One(id) => vec![id.clone()],
         };
         let entra = Graph::new(self.graph.clone(), deadline);
-        let outcomes: Vec<(TargetResult, Vec<String>)> = futures::stream::iter(targets)
+        let outcomes: Vec<TargetRun> = futures::stream::iter(targets)
             .map(|id| {
                 let entra = entra.clone();
                 async move { self.run_target(&id, req, &entra, deadline).await }
@@ -143,20 +167,81 @@ impl Relay {
             .collect()
             .await;
         let mut report = RunReport { results: Vec::new(), undelivered: Vec::new() };
-        for (r, undelivered) in outcomes {
-            report.results.push(r);
-            report.undelivered.extend(undelivered);
+        let mut apps: Vec<(usize, GraphApp, u32)> = Vec::new();
+        for (i, t) in outcomes.into_iter().enumerate() {
+            report.results.push(t.result);
+            report.undelivered.extend(t.undelivered);
+            if let Some((app, days)) = t.app {
+                apps.push((i, app, days));
+            }
+        }
+        let writes = matches!(req.action, Action::Sync | Action::Apply) && !req.opts.dry_run;
+        let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if writes && time_left.is_none_or(|left| left >= TARGET_START_MARGIN) {
+            self.watch_credentials(&apps, &mut report).await;
         }
         report
     }
 
-    async fn run_target(
-        &self,
-        id: &SecretId,
-        req: &RunRequest,
-        entra: &Graph,
-        deadline: Option<Instant>,
-    ) -> (TargetResult, Vec<String>) {
+    /// The relay's own credential (client secret or certificate) is watched
+    /// for expiry once per credential per run, with the widest warning window
+    /// of the targets that use it. Its alert is listed with the first of them.
+    async fn watch_credentials(&self, apps: &[(usize, GraphApp, u32)], report: &mut RunReport) {
+        let mut seen: Vec<&SecretId> = Vec::new();
+        for (first, app, _) in apps {
+            let Some(secret_id) = app.credential.secret_id() else { continue };
+            if seen.contains(&secret_id) {
+                continue;
+            }
+            seen.push(secret_id);
+            let warning_days = apps
+                .iter()
+                .filter(|(_, a, _)| a.credential.secret_id() == Some(secret_id))
+                .map(|(_, _, d)| *d)
+                .max()
+                .unwrap_or(30);
+            let result = &mut report.results[*first];
+            let found = match crate::credential_watch::watch(self.store.as_ref(), app, warning_days, (self.clock)())
+                .await
+            {
+                Ok(found) => found,
+                Err(e) => {
+                    warn!(credential = %secret_id, error = %e, "the relay's own Graph credential could not be watched for expiry");
+                    result.message.push_str(&format!("; the relay's own Graph credential could not be watched: {e}"));
+                    continue;
+                }
+            };
+            let Some(found) = found else { continue };
+            let alert = &found.alert;
+            info!(secret_id = %secret_id, alert = alert.kind.as_str(), subject = %alert.subject, "alert");
+            let delivered = match &self.notifier {
+                Some(n) => n.publish(alert).await,
+                None => Ok(()),
+            };
+            result.alerts.push(alert.kind);
+            let what = alert.subject.trim_start_matches("scim-relay: ");
+            match delivered {
+                Ok(()) => {
+                    result.message.push_str(&format!("; {what} (alert sent)"));
+                    if let Err(e) = self.store.tag(secret_id, std::slice::from_ref(&found.tag)).await {
+                        warn!(credential = %secret_id, error = %e, "could not record the credential alert on its secret (secretsmanager:TagResource); the next run may send it again");
+                    }
+                }
+                Err(e) => {
+                    result
+                        .message
+                        .push_str(&format!("; {what} (the alert could not be delivered; the next run sends it again)"));
+                    error!(credential = %secret_id, alert = alert.kind.as_str(), error = %e, "alert could not be delivered; the next run sends it again");
+                    report
+                        .undelivered
+                        .push(format!("{} for the relay's credential {secret_id}: {e}", alert.kind.as_str()));
+                }
+            }
+        }
+    }
+
+    async fn run_target(&self, id: &SecretId, req: &RunRequest, entra: &Graph, deadline: Option<Instant>) -> TargetRun {
+        let done = |result: TargetResult| TargetRun { result, undelivered: Vec::new(), app: None };
         if deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < TARGET_START_MARGIN) {
             let r = TargetResult::failed(
                 id.as_str(),
@@ -164,7 +249,7 @@ impl Relay {
                 "too little time was left in the invocation to start this target; the next run will",
             );
             log_result(&r);
-            return (r, Vec::new());
+            return done(r);
         }
         let info = match self.store.describe(id).await {
             Ok(info) => info,
@@ -177,7 +262,7 @@ impl Relay {
                 };
                 let r = TargetResult::failed(id.as_str(), Step::ReadSecret, msg);
                 log_result(&r);
-                return (r, Vec::new());
+                return done(r);
             }
         };
         let cfg = match self.defaults.for_target(id, &info.tags) {
@@ -185,7 +270,7 @@ impl Relay {
             Err(e) => {
                 let r = TargetResult::failed(id.as_str(), Step::Configuration, e);
                 log_result(&r);
-                return (r, Vec::new());
+                return done(r);
             }
         };
         let renewal = Renewal {
@@ -219,7 +304,7 @@ impl Relay {
                 warn!(secret_id = %id, error = %e, "could not record the delivered alert; the next run may send it again");
             }
         }
-        (report.result, undelivered)
+        TargetRun { result: report.result, undelivered, app: Some((cfg.graph_app(), cfg.warning_days)) }
     }
 }
 

@@ -212,11 +212,7 @@ pub type Checkpoint = dyn Fn(&str, Step) + Send + Sync;
 
 impl Renewal<'_> {
     fn app(&self) -> GraphApp {
-        GraphApp {
-            tenant_id: self.cfg.tenant_id.clone(),
-            client_id: self.cfg.client_id.clone(),
-            client_secret_id: self.cfg.client_secret_id.clone(),
-        }
+        self.cfg.graph_app()
     }
 
     fn id(&self) -> &str {

@@ -4,8 +4,9 @@
 //! slowly, with a dropped connection, or with a malformed body.
 //!
 //! Operations are named `service.Action`: `secretsmanager.DescribeSecret`
-//! (from the JSON protocol's `X-Amz-Target`), `sns.Publish` (from the query
-//! protocol's `Action=` form field).
+//! (from the JSON protocol's `X-Amz-Target`), `sns.Publish` or
+//! `sts.GetWebIdentityToken` (from the query protocol's `Action=` form field
+//! and the SigV4 credential scope's service).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -110,9 +111,22 @@ fn operation(headers: &HeaderMap, body: &[u8]) -> String {
     }
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
     match form.iter().find(|(k, _)| k == "Action") {
-        Some((_, action)) => format!("sns.{action}"),
+        Some((_, action)) => format!("{}.{action}", query_service(headers)),
         None => "unknown".to_owned(),
     }
+}
+
+/// The service of a query-protocol request (`sns`, `sts`): the SigV4
+/// credential scope `Credential=KEY/DATE/REGION/SERVICE/aws4_request`.
+fn query_service(headers: &HeaderMap) -> String {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|scope| scope.split('/').nth(3))
+        .filter(|service| !service.is_empty() && service.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or("sns")
+        .to_owned()
 }
 
 fn aws_error(op: &str, code: u16, retry_after: Option<u64>) -> Response {
@@ -122,7 +136,7 @@ fn aws_error(op: &str, code: u16, retry_after: Option<u64>) -> Response {
         500 => ("InternalServiceError", "An internal error occurred (injected)."),
         _ => ("ServiceUnavailable", "The service is unavailable (injected)."),
     };
-    let mut response = if op.starts_with("sns.") {
+    let mut response = if op.starts_with("sns.") || op.starts_with("sts.") {
         let body = format!(
             "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>{}</Type><Code>{}</Code><Message>{message}</Message></Error><RequestId>injected</RequestId></ErrorResponse>",
             if code < 500 { "Sender" } else { "Receiver" },

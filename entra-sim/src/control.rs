@@ -18,6 +18,7 @@ const REDACTED: &str = "***";
 pub(crate) fn router(sim: Sim) -> Router {
     Router::new()
         .route("/_sim/requests", get(requests))
+        .route("/_sim/stats", get(stats))
         .route("/_sim/state", get(state))
         .route("/_sim/sns", get(sns))
         .route("/_sim/accept", post(accept))
@@ -31,8 +32,24 @@ async fn requests(State(sim): State<Sim>) -> Response {
     control_json(&Value::Array(recorded))
 }
 
+/// Counts only (cheap for long load runs): recorded Graph/login requests in
+/// total, by route and by status, and the access tokens issued.
+async fn stats(State(sim): State<Sim>) -> Response {
+    let state = sim.lock();
+    let (by_route, by_status) = state.request_counts();
+    let total: u64 = by_route.values().sum();
+    let by_status: serde_json::Map<String, Value> =
+        by_status.into_iter().map(|(status, n)| (status.to_string(), Value::from(n))).collect();
+    control_json(&json!({
+        "requests": total,
+        "byRoute": by_route,
+        "byStatus": by_status,
+        "accessTokensIssued": state.tokens_issued,
+    }))
+}
+
 /// A recorded request as JSON with secrets (`SecretToken` values,
-/// `client_secret`, bearer tokens) replaced by `***`.
+/// `client_secret`, `client_assertion`, bearer tokens) replaced by `***`.
 fn redacted_json(recorded: &Recorded) -> Value {
     json!({
         "method": recorded.method,
@@ -60,7 +77,7 @@ fn redact_body(route: Option<Route>, body: &str) -> String {
             let form: Vec<(String, String)> = form
                 .into_iter()
                 .map(|(k, v)| {
-                    let v = if k == "client_secret" { REDACTED.to_owned() } else { v };
+                    let v = if k == "client_secret" || k == "client_assertion" { REDACTED.to_owned() } else { v };
                     (k, v)
                 })
                 .collect();

@@ -4,7 +4,7 @@
 
 use axum::body::{to_bytes, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, HOST};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::Router;
@@ -162,7 +162,7 @@ async fn handle(State(sim): State<Sim>, request: Request) -> Response {
             "The request body is too large or could not be read.",
             &ids,
         ),
-        (None, Some(body)) => dispatch(&sim, &parts.method, &parts.headers, target, &body, &ids),
+        (None, Some(body)) => dispatch(&sim, &parts.method, &parts.headers, &path, target, &body, &ids),
     };
     sim.lock().finish_request(seq, response.status().as_u16());
     response
@@ -172,6 +172,7 @@ fn dispatch(
     sim: &Sim,
     method: &Method,
     headers: &HeaderMap,
+    path: &str,
     target: Target<'_>,
     body: &Bytes,
     ids: &RequestIds,
@@ -187,7 +188,11 @@ fn dispatch(
                 &format!("The endpoint only accepts POST, OPTIONS requests. Received a {method} request."),
             )
         }
-        Target::Token => return issue_token(&mut state, body),
+        Target::Token => {
+            // The URL the client called: a client assertion's `aud` must name it.
+            let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+            return issue_token(&mut state, &format!("http://{host}{path}"), body);
+        }
         _ => {}
     }
     graph_call(&mut state, method, headers, target, body, ids).unwrap_or_else(|failure| failure.respond(ids))
@@ -458,8 +463,12 @@ fn restart_job(state: &mut SimState, sp: &str, job: &str, body: &[u8]) -> Result
     Ok(())
 }
 
-/// Form fields of a client-credentials token request.
-fn issue_token(state: &mut SimState, body: &[u8]) -> Response {
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A client-credentials token request, authenticated by a client secret, a
+/// certificate client assertion or a federated token (see [`crate::assertion`]).
+fn issue_token(state: &mut SimState, token_url: &str, body: &[u8]) -> Response {
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
     let param = |name: &str| {
         form.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str()).filter(|value| !value.is_empty())
@@ -497,6 +506,27 @@ fn issue_token(state: &mut SimState, body: &[u8]) -> Response {
             &format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
         );
     }
+    if let Some(assertion) = param("client_assertion") {
+        let Some(assertion_type) = param("client_assertion_type") else {
+            return missing("client_assertion_type");
+        };
+        if assertion_type != JWT_BEARER {
+            return identity_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                50_027,
+                &format!("Invalid client_assertion_type; expected '{JWT_BEARER}'."),
+            );
+        }
+        return match crate::assertion::check(&state.config, client_id, token_url, assertion) {
+            Ok(how) => {
+                state.sign_in_methods.push(how.method());
+                let token = state.issue_access_token();
+                token_issued(&token, state.config.token_lifetime_secs)
+            }
+            Err(refusal) => refusal.respond(),
+        };
+    }
     let Some(client_secret) = param("client_secret") else {
         return identity_error(
             StatusCode::UNAUTHORIZED,
@@ -508,6 +538,7 @@ fn issue_token(state: &mut SimState, body: &[u8]) -> Response {
     if client_id != state.config.client_id || client_secret != state.config.client_secret {
         return identity_error(StatusCode::UNAUTHORIZED, "invalid_client", 7_000_215, INVALID_SECRET);
     }
+    state.sign_in_methods.push("secret");
     let token = state.issue_access_token();
     token_issued(&token, state.config.token_lifetime_secs)
 }

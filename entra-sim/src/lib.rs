@@ -2,7 +2,8 @@
 //! `scim-relay` talks to.
 //!
 //! * the identity platform's client-credentials token endpoint
-//!   (`POST /{tenant}/oauth2/v2.0/token`), and
+//!   (`POST /{tenant}/oauth2/v2.0/token`), with a client secret, a
+//!   certificate client assertion, or a federated token (see [`SimConfig`]), and
 //! * Microsoft Graph v1.0's synchronization API for service principals
 //!   (list/get jobs, `validateCredentials`, `PUT secrets`, `start`, `restart`),
 //!
@@ -24,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod assertion;
 pub mod aws_proxy;
 mod control;
 mod graph;
@@ -49,17 +51,55 @@ pub struct SimConfig {
     pub client_secret: String,
     /// `expires_in` of issued access tokens; Graph rejects them afterwards.
     pub token_lifetime_secs: u64,
+    /// Certificates (DER) uploaded to the app registration: a client
+    /// assertion whose `x5t#S256` (or `x5t`) names one of them, signed with
+    /// its key, signs the app in. Empty: certificate sign-in is refused.
+    pub certificates: Vec<Vec<u8>>,
+    /// The app registration's federated identity credentials.
+    pub federated_credentials: Vec<FederatedCredential>,
+    /// The signing keys of external token issuers (what Entra fetches from
+    /// the issuer's OIDC discovery / JWKS endpoints).
+    pub issuer_keys: Vec<IssuerKey>,
+    /// Seconds added to the simulator's clock when it checks an assertion's
+    /// `exp` / `nbf` (clock-skew tests); 0 normally.
+    pub clock_offset_secs: i64,
 }
 
 impl Default for SimConfig {
-    /// `"sim-client-id"`, `"sim-client-secret"`, 3599 seconds (what Entra issues).
+    /// `"sim-client-id"`, `"sim-client-secret"`, 3599 seconds (what Entra
+    /// issues), no certificate, no federated credential.
     fn default() -> Self {
         Self {
             client_id: "sim-client-id".to_owned(),
             client_secret: "sim-client-secret".to_owned(),
             token_lifetime_secs: 3599,
+            certificates: Vec::new(),
+            federated_credentials: Vec::new(),
+            issuer_keys: Vec::new(),
+            clock_offset_secs: 0,
         }
     }
+}
+
+/// A federated identity credential of the app registration: Entra accepts a
+/// token from `issuer` about `subject` for one of `audiences` as the app's
+/// client assertion (exact, case-sensitive matches).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FederatedCredential {
+    /// e.g. `https://abc123.tokens.sts.global.api.aws` (AWS outbound identity federation).
+    pub issuer: String,
+    /// e.g. `arn:aws:iam::123456789012:role/scim-relay` (the function's role).
+    pub subject: String,
+    /// Usually `["api://AzureADTokenExchange"]`.
+    pub audiences: Vec<String>,
+}
+
+/// An external issuer's RS256 verification key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerKey {
+    pub issuer: String,
+    /// The RSA public key, DER: SubjectPublicKeyInfo or PKCS#1 RSAPublicKey.
+    pub public_key: Vec<u8>,
 }
 
 /// The simulated endpoints, used to aim faults and to label recordings.
@@ -296,6 +336,39 @@ impl Sim {
     /// How many access tokens the login endpoint has issued.
     pub fn token_requests(&self) -> usize {
         self.lock().tokens_issued
+    }
+
+    /// How each issued access token was obtained, in order: `"secret"`,
+    /// `"certificate"` or `"federated"`.
+    pub fn sign_in_methods(&self) -> Vec<&'static str> {
+        self.lock().sign_in_methods.clone()
+    }
+
+    /// Uploads a certificate (DER) to the app registration.
+    pub fn add_certificate(&self, der: &[u8]) {
+        self.lock().config.certificates.push(der.to_vec());
+    }
+
+    /// Removes every uploaded certificate.
+    pub fn clear_certificates(&self) {
+        self.lock().config.certificates.clear();
+    }
+
+    /// Adds a federated identity credential to the app registration.
+    pub fn add_federated_credential(&self, credential: FederatedCredential) {
+        self.lock().config.federated_credentials.push(credential);
+    }
+
+    /// Publishes an issuer's signing key (replacing an earlier one).
+    pub fn set_issuer_key(&self, key: IssuerKey) {
+        let mut state = self.lock();
+        state.config.issuer_keys.retain(|k| k.issuer != key.issuer);
+        state.config.issuer_keys.push(key);
+    }
+
+    /// Shifts the clock used for assertion times by `secs` (clock skew).
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.lock().config.clock_offset_secs = secs;
     }
 
     /// Sets (or with `None` clears) scheduled throttling; see [`Throttle`].

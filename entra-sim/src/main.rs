@@ -3,25 +3,35 @@
 //! ```text
 //! entra-sim [--listen 127.0.0.1:8765] [--client-id ID] [--client-secret S]
 //!           [--token-lifetime SECS] [--job SP/JOB[=Code]]... [--accept-all]
+//!           [--latency-ms MS] [--throttle-every N [--throttle-burst B]
+//!           [--throttle-retry-after SECS]]
 //! ```
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use entra_sim::{Sim, SimConfig};
+use entra_sim::{Fault, Route, Sim, SimConfig, Throttle};
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
 usage: entra-sim [--listen ADDR] [--client-id ID] [--client-secret SECRET]
                  [--token-lifetime SECS] [--job SP/JOB[=Code]]... [--accept-all]
+                 [--latency-ms MS] [--throttle-every N [--throttle-burst B]
+                 [--throttle-retry-after SECS]]
 
   --listen ADDR          address to bind (default 127.0.0.1:8765)
   --client-id ID         accepted client_id (default sim-client-id)
   --client-secret S      accepted client_secret (default sim-client-secret)
   --token-lifetime SECS  access token lifetime (default 3599)
   --job SP/JOB[=Code]    add a synchronization job (Code defaults to Active)
-  --accept-all           \"Apple\" accepts every SCIM token not explicitly refused";
+  --accept-all           \"Apple\" accepts every SCIM token not explicitly refused
+  --latency-ms MS        answer every Graph/login request MS milliseconds late
+  --throttle-every N     of every N Graph/login requests, answer the last B with 429
+  --throttle-burst B     how many per period (default 1; less than N)
+  --throttle-retry-after SECS
+                         Retry-After of the throttled answers (default 1; 0: none)";
 
 /// A job given with `--job SP/JOB[=Code]`.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,12 +47,14 @@ struct Args {
     config: SimConfig,
     jobs: Vec<JobArg>,
     accept_all: bool,
+    latency_ms: Option<u64>,
+    throttle: Option<Throttle>,
 }
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
-    Run(Args),
+    Run(Box<Args>),
     Help,
 }
 
@@ -62,7 +74,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         config: SimConfig::default(),
         jobs: Vec::new(),
         accept_all: false,
+        latency_ms: None,
+        throttle: None,
     };
+    let (mut every, mut burst, mut retry_after, mut throttle_detail) = (None, 1u64, 1u64, false);
+    let number = |flag: &str, v: String| v.parse::<u64>().map_err(|_| format!("{flag} expects a number, got '{v}'"));
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
@@ -86,10 +102,24 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             }
             "--job" => parsed.jobs.push(parse_job(&value()?)?),
             "--accept-all" if inline.is_none() => parsed.accept_all = true,
+            "--latency-ms" => parsed.latency_ms = Some(number(&flag, value()?)?),
+            "--throttle-every" => every = Some(number(&flag, value()?)?),
+            "--throttle-burst" => (burst, throttle_detail) = (number(&flag, value()?)?, true),
+            "--throttle-retry-after" => (retry_after, throttle_detail) = (number(&flag, value()?)?, true),
             _ => return Err(format!("unknown argument '{arg}'")),
         }
     }
-    Ok(Command::Run(parsed))
+    parsed.throttle = match every {
+        None if throttle_detail => {
+            return Err("--throttle-burst and --throttle-retry-after need --throttle-every".into())
+        }
+        None => None,
+        Some(every) if burst == 0 || burst >= every => {
+            return Err(format!("--throttle-burst must be at least 1 and less than --throttle-every ({every})"))
+        }
+        Some(every) => Some(Throttle { every, burst, retry_after: (retry_after > 0).then_some(retry_after) }),
+    };
+    Ok(Command::Run(Box::new(parsed)))
 }
 
 #[tokio::main]
@@ -121,6 +151,10 @@ async fn main() -> ExitCode {
         sim.add_job(&job.sp, &job.job, &job.code);
     }
     sim.set_accept_all(args.accept_all);
+    if let Some(ms) = args.latency_ms {
+        sim.set_fault_always(Route::Any, Some(Fault::Slow(Duration::from_millis(ms))));
+    }
+    sim.set_throttle(args.throttle);
 
     println!("entra-sim listening on {}", sim.url());
     // Best effort: the line is for humans and scripts waiting on it.
@@ -159,6 +193,33 @@ mod tests {
         assert_eq!(args.jobs.len(), 2);
         assert_eq!(args.jobs[0].code, "Active");
         assert_eq!(args.jobs[1].code, "Quarantine");
+    }
+
+    #[test]
+    fn parses_load_test_switches() {
+        let Ok(Command::Run(args)) = parse(&[
+            "--latency-ms",
+            "50",
+            "--throttle-every=500",
+            "--throttle-burst",
+            "4",
+            "--throttle-retry-after",
+            "2",
+        ]) else {
+            panic!("should parse");
+        };
+        assert_eq!(args.latency_ms, Some(50));
+        assert_eq!(args.throttle, Some(Throttle { every: 500, burst: 4, retry_after: Some(2) }));
+        let Ok(Command::Run(args)) = parse(&["--throttle-every", "10", "--throttle-retry-after", "0"]) else {
+            panic!("should parse");
+        };
+        assert_eq!(args.throttle, Some(Throttle { every: 10, burst: 1, retry_after: None }));
+        assert!(parse(&["--throttle-every", "4", "--throttle-burst", "4"]).is_err());
+        assert!(parse(&["--throttle-every", "4", "--throttle-burst", "0"]).is_err());
+        assert!(parse(&["--latency-ms", "fast"]).is_err());
+        assert!(parse(&["--throttle-burst", "2"]).is_err());
+        let Ok(Command::Run(args)) = parse(&[]) else { panic!("should parse") };
+        assert_eq!((args.latency_ms, args.throttle), (None, None));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::{util, Fault, Recorded, Route, SimConfig};
+use crate::{util, Fault, Recorded, Route, SimConfig, Throttle};
 
 /// The quarantine reason used when a job is put into `Quarantine` without one.
 const DEFAULT_QUARANTINE_REASON: &str = "EncounteredQuarantineException";
@@ -21,8 +21,13 @@ pub(crate) struct State {
     pub(crate) accept_all: bool,
     access_tokens: HashMap<String, Instant>,
     pub(crate) tokens_issued: usize,
+    /// How each issued access token was obtained.
+    pub(crate) sign_in_methods: Vec<&'static str>,
     one_shot_faults: HashMap<Route, VecDeque<Fault>>,
     persistent_faults: HashMap<Route, Fault>,
+    throttle: Option<Throttle>,
+    /// Graph/login requests seen since the throttle was set.
+    throttle_seen: u64,
     pub(crate) break_saved_after_put: bool,
     requests: Vec<(u64, Recorded)>,
     next_request_seq: u64,
@@ -204,8 +209,11 @@ impl State {
             accept_all: false,
             access_tokens: HashMap::new(),
             tokens_issued: 0,
+            sign_in_methods: Vec::new(),
             one_shot_faults: HashMap::new(),
             persistent_faults: HashMap::new(),
+            throttle: None,
+            throttle_seen: 0,
             break_saved_after_put: false,
             requests: Vec::new(),
             next_request_seq: 0,
@@ -276,14 +284,34 @@ impl State {
         };
     }
 
+    pub(crate) fn set_throttle(&mut self, throttle: Option<Throttle>) {
+        self.throttle = throttle.filter(|t| t.every > 0 && t.burst > 0);
+        self.throttle_seen = 0;
+    }
+
+    /// Whether the scheduled throttle answers this request with 429
+    /// (counts the request).
+    fn throttled(&mut self) -> Option<Fault> {
+        let t = self.throttle?;
+        let n = self.throttle_seen;
+        self.throttle_seen += 1;
+        (n % t.every >= t.every.saturating_sub(t.burst))
+            .then_some(Fault::Status { code: 429, retry_after: t.retry_after })
+    }
+
     /// The fault to apply to a request on `route` (`None` = unrecognised path):
-    /// one-shot faults before persistent ones, the exact route before `Any`.
+    /// one-shot faults before the scheduled throttle, and that before
+    /// persistent faults; the exact route before `Any`.
     pub(crate) fn take_fault(&mut self, route: Option<Route>) -> Option<Fault> {
+        let throttled = self.throttled();
         let candidates = || route.into_iter().chain([Route::Any]);
         for r in candidates() {
             if let Some(fault) = self.one_shot_faults.get_mut(&r).and_then(VecDeque::pop_front) {
                 return Some(fault);
             }
+        }
+        if throttled.is_some() {
+            return throttled;
         }
         candidates().find_map(|r| self.persistent_faults.get(&r).cloned())
     }
@@ -308,6 +336,19 @@ impl State {
         self.requests.iter().map(|(_, r)| r.clone()).collect()
     }
 
+    /// Recorded requests counted by route (`"Unknown"` for unrecognised
+    /// paths) and by status (0: no answer sent).
+    pub(crate) fn request_counts(&self) -> (BTreeMap<String, u64>, BTreeMap<u16, u64>) {
+        let mut by_route = BTreeMap::new();
+        let mut by_status = BTreeMap::new();
+        for (_, r) in &self.requests {
+            let route = r.route.map_or_else(|| "Unknown".to_owned(), |route| format!("{route:?}"));
+            *by_route.entry(route).or_insert(0) += 1;
+            *by_status.entry(r.status).or_insert(0) += 1;
+        }
+        (by_route, by_status)
+    }
+
     pub(crate) fn clear_requests(&mut self) {
         self.requests.clear();
     }
@@ -328,6 +369,21 @@ mod tests {
         assert!(matches!(state.take_fault(None), Some(Fault::Drop)));
         state.set_fault_always(Route::Any, None);
         assert!(state.take_fault(Some(Route::Token)).is_none());
+    }
+
+    #[test]
+    fn throttle_answers_the_end_of_each_period_with_429() {
+        let mut state = State::new(SimConfig::default());
+        state.set_fault_always(Route::Any, Some(Fault::Slow(Duration::from_millis(1))));
+        state.set_throttle(Some(Throttle { every: 4, burst: 2, retry_after: Some(1) }));
+        let got: Vec<bool> = (0..8)
+            .map(|_| matches!(state.take_fault(Some(Route::GetJob)), Some(Fault::Status { code: 429, .. })))
+            .collect();
+        assert_eq!(got, [false, false, true, true, false, false, true, true]);
+        state.set_throttle(Some(Throttle { every: 3, burst: 0, retry_after: None }));
+        assert!(matches!(state.take_fault(None), Some(Fault::Slow(_))), "a zero burst is no throttle");
+        state.set_throttle(None);
+        assert!(matches!(state.take_fault(Some(Route::Token)), Some(Fault::Slow(_))));
     }
 
     #[test]

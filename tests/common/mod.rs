@@ -186,6 +186,7 @@ impl World {
             client_id: CLIENT_ID.into(),
             client_secret: CLIENT_SECRET.into(),
             token_lifetime_secs: 3599,
+            ..SimConfig::default()
         })
         .await
         .expect("start the Entra simulator");
