@@ -36,6 +36,9 @@ const KMS_KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-4e5f-6a7b
 const NOT_SET_BY_TEMPLATE: &[&str] = &[ENV_GRAPH_ENDPOINT, ENV_LOGIN_ENDPOINT, ENV_CONCURRENCY];
 
 /// The Secrets Manager actions the function calls on a token secret (src/aws.rs).
+/// What the function may do on its own Graph credential secret.
+const CREDENTIAL_ACTIONS: [&str; 3] =
+    ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:TagResource"];
 const TOKEN_ACTIONS: &[&str] = &[
     "secretsmanager:DescribeSecret",
     "secretsmanager:GetSecretValue",
@@ -571,7 +574,7 @@ fn iam_covers_the_target_secrets_and_nothing_more() {
             }
             assert_eq!(sm.len(), acts.len(), "{ctx}: Secrets Manager actions share a statement with others: {st}");
             let resources: BTreeSet<String> = resources.into_iter().collect();
-            if acts.contains("secretsmanager:DescribeSecret") {
+            if st["Sid"] == "ManageTokenSecrets" {
                 token_statements += 1;
                 let want: BTreeSet<String> = TOKEN_ACTIONS.iter().map(|s| s.to_string()).collect();
                 assert_eq!(acts, want, "{ctx}: token secret actions");
@@ -579,7 +582,8 @@ fn iam_covers_the_target_secrets_and_nothing_more() {
                 assert_eq!(resources, want, "{ctx}: the token statement must name exactly the target secrets");
             } else {
                 client_secret_statements += 1;
-                assert_eq!(acts, BTreeSet::from(["secretsmanager:GetSecretValue".to_owned()]), "{ctx}");
+                assert_eq!(st["Sid"], "ReadGraphCredential", "{ctx}: {st}");
+                assert_eq!(acts, CREDENTIAL_ACTIONS.iter().map(|a| a.to_string()).collect(), "{ctx}");
                 assert_eq!(resources, BTreeSet::from([secret_arn_pattern("scim-relay/graph")]), "{ctx}");
             }
         }
@@ -629,7 +633,7 @@ fn iam_covers_the_target_secrets_and_nothing_more() {
     let stack = Stack::with_targets(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     let granted = role_statements(&stack)
         .iter()
-        .filter(|s| actions(s).contains("secretsmanager:DescribeSecret"))
+        .filter(|s| s["Sid"] == "ManageTokenSecrets")
         .flat_map(|s| strings(&s["Resource"]))
         .count();
     assert_eq!(granted, MAX_TOKEN_SECRETS);
@@ -648,19 +652,75 @@ fn tagging_is_limited_to_the_status_tags_the_function_writes() {
     assert!(written.len() >= 4, "found the tag constants: {written:?}");
     let stack = Stack::with_targets(&["scim-relay/abm"], &[]);
     let statements = role_statements(&stack);
-    let st = statements.iter().find(|s| actions(s).contains("secretsmanager:TagResource")).expect("TagResource");
+    let st = statements.iter().find(|s| s["Sid"] == "ManageTokenSecrets").expect("ManageTokenSecrets");
     let allowed: BTreeSet<String> =
         strings(&st["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]).into_iter().collect();
     assert_eq!(allowed, written, "the TagResource condition must list exactly the tags src/renew.rs writes");
     for config_tag in [scim_relay::config::TAG_TENANT_ID, scim_relay::config::TAG_CLIENT_SECRET_ID] {
         assert!(!allowed.contains(config_tag), "the function must not be able to rewrite {config_tag}");
     }
+    // On its own credential secret, only the two credential-watch tags.
+    let st = statements.iter().find(|s| s["Sid"] == "ReadGraphCredential").expect("ReadGraphCredential");
+    let allowed: BTreeSet<String> =
+        strings(&st["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]).into_iter().collect();
+    let watch: BTreeSet<String> = [
+        scim_relay::credential_watch::TAG_CREDENTIAL_EXPIRY_WARNED,
+        scim_relay::credential_watch::TAG_CREDENTIAL_EXPIRED_ALERTED,
+    ]
+    .iter()
+    .map(|t| t.to_string())
+    .collect();
+    assert_eq!(allowed, watch);
+}
+
+/// Each sign-in method gets exactly its own access: the client secret, the
+/// certificate secret, or STS tokens for the configured audience only.
+#[test]
+fn graph_sign_in_access_follows_the_chosen_method() {
+    let names = ["scim-relay/abm"];
+    let base = [
+        ("GraphClientSecretName", json!("scim-relay/graph")),
+        ("GraphCertificateSecretName", json!("scim-relay/cert")),
+    ];
+    for (method, want_secret) in
+        [("secret", Some("scim-relay/graph")), ("certificate", Some("scim-relay/cert")), ("federated", None)]
+    {
+        let mut extra = base.to_vec();
+        extra.push(("EntraAuth", json!(method)));
+        let stack = Stack::with_targets(&names, &extra);
+        let statements = role_statements(&stack);
+        let cred: Vec<&Json> = statements.iter().filter(|s| s["Sid"] == "ReadGraphCredential").collect();
+        let sts: Vec<&Json> = statements.iter().filter(|s| actions(s).contains("sts:GetWebIdentityToken")).collect();
+        match want_secret {
+            Some(name) => {
+                assert_eq!(cred.len(), 1, "{method}");
+                assert_eq!(strings(&cred[0]["Resource"]), [secret_arn_pattern(name)], "{method}");
+                assert!(sts.is_empty(), "{method}: sts:GetWebIdentityToken only for federated");
+            }
+            None => {
+                assert!(cred.is_empty(), "federated stores nothing to read");
+                assert_eq!(sts.len(), 1);
+                assert_eq!(actions(sts[0]), BTreeSet::from(["sts:GetWebIdentityToken".to_owned()]));
+                let aud = strings(&sts[0]["Condition"]["ForAllValues:StringEquals"]["sts:IdentityTokenAudience"]);
+                assert_eq!(aud, ["api://AzureADTokenExchange"]);
+                assert_eq!(sts[0]["Condition"]["Null"]["sts:IdentityTokenAudience"], "false");
+            }
+        }
+        // The environment names only the chosen method's secret, and parses.
+        let env = env_of(&stack);
+        assert_eq!(env["ENTRA_AUTH"], method);
+        assert_eq!(env["ENTRA_CLIENT_SECRET_ID"].is_empty(), method != "secret", "{method}");
+        assert_eq!(env["ENTRA_CERTIFICATE_SECRET_ID"].is_empty(), method != "certificate", "{method}");
+        let d = Defaults::from_vars(&env).expect("parses");
+        d.for_target(&d.secret_ids[0], &BTreeMap::new()).expect("configured for every method");
+    }
 }
 
 #[test]
 fn no_wildcard_resource_anywhere() {
-    // AWS allows a narrower resource for every action the stack grants, so no
-    // statement anywhere in the template may use `Resource: "*"`.
+    // AWS allows a narrower resource for every action the stack grants but
+    // one: sts:GetWebIdentityToken has no resource type. So `Resource: "*"`
+    // may appear only on that action, narrowed by the token audience.
     fn walk(v: &Yaml, path: &str) {
         match v {
             Yaml::Mapping(m) => {
@@ -671,8 +731,15 @@ fn no_wildcard_resource_anywhere() {
                             Yaml::Sequence(s) => s.iter().collect(),
                             other => vec![other],
                         };
+                        let action = m.get("Action").and_then(Yaml::as_str).unwrap_or_default();
+                        let narrowed = m
+                            .get("Condition")
+                            .and_then(|c| c.get("ForAllValues:StringEquals"))
+                            .and_then(|c| c.get("sts:IdentityTokenAudience"))
+                            .is_some();
                         for item in items {
-                            assert!(item.as_str() != Some("*"), "Resource: \"*\" at {path}");
+                            let exempt = action == "sts:GetWebIdentityToken" && narrowed;
+                            assert!(item.as_str() != Some("*") || exempt, "Resource: \"*\" at {path}");
                         }
                     }
                     walk(val, &format!("{path}.{key}"));
