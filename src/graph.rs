@@ -257,7 +257,6 @@ impl Graph {
         body: Option<&Value>,
         scrub: &[&str],
     ) -> Result<Answer, EntraError> {
-        let policy = self.shared.retry;
         let attempts = std::sync::atomic::AtomicU32::new(0);
         let mut refreshed_token = false;
         let op = || {
@@ -305,35 +304,7 @@ impl Graph {
                 Err(Attempt::Status { status, code, message })
             }
         };
-        let deadline = self.deadline;
-        let mut result = op
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(policy.min_delay)
-                    .with_max_delay(policy.max_delay)
-                    .with_max_times(policy.max_retries)
-                    .with_jitter(),
-            )
-            .sleep(tokio::time::sleep)
-            .when(Attempt::is_transient)
-            .adjust(|err, backoff| {
-                let backoff = backoff?;
-                let wait = match err {
-                    Attempt::Transient { retry_after: Some(ra), .. } => *ra,
-                    _ => backoff,
-                };
-                match deadline {
-                    Some(d) if Instant::now() + wait + DEADLINE_MARGIN >= d => None,
-                    _ => Some(wait),
-                }
-            })
-            .notify(|err, wait| {
-                self.shared.retries.fetch_add(1, Ordering::Relaxed);
-                if let Attempt::Transient { detail, .. } = err {
-                    warn!(call = what, error = %detail, retry_in_ms = wait.as_millis() as u64, "Graph call failed; retrying");
-                }
-            })
-            .await;
+        let mut result = self.retrying(what, &op).await;
         // An expired or revoked access token: fetch a fresh one once.
         if let Err(Attempt::Status { status: StatusCode::UNAUTHORIZED, .. }) = &result {
             if !refreshed_token {
@@ -359,6 +330,46 @@ impl Graph {
                 _ => EntraError::Unexpected { status: status.as_u16(), code, message },
             }),
         }
+    }
+
+    /// Runs `op` with the retry policy: exponential backoff with jitter on
+    /// transient failures, waiting `Retry-After` when the server gives one,
+    /// and giving up rather than sleeping past the invocation's deadline.
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Attempt>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Attempt>>,
+    {
+        let policy = self.shared.retry;
+        let deadline = self.deadline;
+        op.retry(
+            ExponentialBuilder::default()
+                .with_min_delay(policy.min_delay)
+                .with_max_delay(policy.max_delay)
+                .with_max_times(policy.max_retries)
+                .with_jitter(),
+        )
+        .sleep(tokio::time::sleep)
+        .when(Attempt::is_transient)
+        .adjust(|err, backoff| {
+            let wait = match err {
+                Attempt::Transient { retry_after: Some(ra), .. } => *ra,
+                _ => backoff?,
+            };
+            // `backoff` is None once the retries are used up.
+            backoff?;
+            match deadline {
+                Some(d) if Instant::now() + wait + DEADLINE_MARGIN >= d => None,
+                _ => Some(wait),
+            }
+        })
+        .notify(|err, wait| {
+            self.shared.retries.fetch_add(1, Ordering::Relaxed);
+            if let Attempt::Transient { detail, .. } = err {
+                warn!(call = what, error = %detail, retry_in_ms = wait.as_millis() as u64, "Graph call failed; retrying");
+            }
+        })
+        .await
     }
 
     /// A Graph access token for `app`, from the cache when it has long enough left.
@@ -417,42 +428,16 @@ impl Graph {
             }
             Ok((status, body))
         };
-        let deadline = self.deadline;
         let policy = self.shared.retry;
-        let (status, body) = op
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(policy.min_delay)
-                    .with_max_delay(policy.max_delay)
-                    .with_max_times(policy.max_retries)
-                    .with_jitter(),
-            )
-            .sleep(tokio::time::sleep)
-            .when(Attempt::is_transient)
-            .adjust(|err, backoff| {
-                let backoff = backoff?;
-                let wait = match err {
-                    Attempt::Transient { retry_after: Some(ra), .. } => *ra,
-                    _ => backoff,
-                };
-                match deadline {
-                    Some(d) if Instant::now() + wait + DEADLINE_MARGIN >= d => None,
-                    _ => Some(wait),
-                }
-            })
-            .notify(|_, _| {
-                self.shared.retries.fetch_add(1, Ordering::Relaxed);
-            })
-            .await
-            .map_err(|e| match e {
-                Attempt::Final(e) => e,
-                Attempt::Transient { detail, .. } => {
-                    EntraError::Transient { attempts: policy.max_retries as u32 + 1, detail }
-                }
-                Attempt::Status { status, code, message } => {
-                    EntraError::Unexpected { status: status.as_u16(), code, message }
-                }
-            })?;
+        let (status, body) = self.retrying("sign-in", op).await.map_err(|e| match e {
+            Attempt::Final(e) => e,
+            Attempt::Transient { detail, .. } => {
+                EntraError::Transient { attempts: policy.max_retries as u32 + 1, detail }
+            }
+            Attempt::Status { status, code, message } => {
+                EntraError::Unexpected { status: status.as_u16(), code, message }
+            }
+        })?;
         if !status.is_success() {
             let (code, message) = error_parts(&body, &[proof]);
             return Err(EntraError::SignIn { code, message, check: app.credential.sign_in_hint() });
