@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::auth::WebIdentitySource;
-use crate::ports::{Credentials, Entra, EntraError, GraphApp, Job, JobRef, Quarantine, SecretStore, Validation};
+use crate::ports::{
+    Credentials, Entra, EntraError, GraphApp, Job, JobRef, Quarantine, ReadOnce, SecretStore, Validation,
+};
 use crate::types::Endpoint;
 
 /// Largest response body read from the network.
@@ -56,7 +58,8 @@ struct CachedToken {
     renew_at: Instant,
 }
 
-/// What lives as long as the process: the HTTP client and the token cache.
+/// What lives as long as the process: the HTTP client, the token cache, and
+/// the bound on Graph requests in flight.
 pub struct GraphShared {
     http: reqwest::Client,
     graph: Endpoint,
@@ -66,6 +69,10 @@ pub struct GraphShared {
     web_identity: Option<Arc<dyn WebIdentitySource>>,
     tokens: tokio::sync::Mutex<HashMap<GraphApp, CachedToken>>,
     retry: RetryPolicy,
+    /// At most this many Graph requests are in flight at once
+    /// (`SCIM_RELAY_CONCURRENCY`). A permit is held for one attempt only,
+    /// never while waiting to retry.
+    in_flight: tokio::sync::Semaphore,
     retries: AtomicU64,
     token_fetches: AtomicU64,
 }
@@ -76,6 +83,7 @@ impl GraphShared {
         login: Endpoint,
         secrets: Arc<dyn SecretStore>,
         retry: RetryPolicy,
+        max_in_flight: usize,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(retry.request_timeout))
@@ -92,6 +100,7 @@ impl GraphShared {
             web_identity: None,
             tokens: tokio::sync::Mutex::new(HashMap::new()),
             retry,
+            in_flight: tokio::sync::Semaphore::new(max_in_flight.max(1)),
             retries: AtomicU64::new(0),
             token_fetches: AtomicU64::new(0),
         })
@@ -113,16 +122,25 @@ impl GraphShared {
     }
 }
 
-/// Graph for one invocation: the shared client plus that invocation's deadline.
+/// Graph for one invocation: the shared client plus that invocation's
+/// deadline and its reads of the relay's own credential secrets.
 #[derive(Clone)]
 pub struct Graph {
     shared: Arc<GraphShared>,
     deadline: Option<Instant>,
+    credentials: Arc<ReadOnce>,
 }
 
 impl Graph {
     pub fn new(shared: Arc<GraphShared>, deadline: Option<Instant>) -> Self {
-        Self { shared, deadline }
+        let credentials = Arc::new(ReadOnce::new(shared.secrets.clone()));
+        Self { shared, deadline, credentials }
+    }
+
+    /// The credential secrets as this invocation reads them: each value at
+    /// most once, whether for sign-in or for the credential's expiry watch.
+    pub fn credential_store(&self) -> &dyn SecretStore {
+        self.credentials.as_ref()
     }
 }
 
@@ -269,6 +287,19 @@ impl Graph {
                     }
                 }
                 let token = self.access_token(app).await.map_err(Attempt::Final)?;
+                // Waiting for a slot may take a while: the deadline is checked after.
+                let _slot = self.shared.in_flight.acquire().await.map_err(|_| {
+                    Attempt::Final(EntraError::Unexpected {
+                        status: 0,
+                        code: "Shutdown".into(),
+                        message: "the Graph client was shut down".into(),
+                    })
+                })?;
+                if let Some(left) = self.remaining() {
+                    if left < DEADLINE_MARGIN {
+                        return Err(Attempt::Final(EntraError::Deadline(what.to_owned())));
+                    }
+                }
                 let mut req = self.shared.http.request(method, url).bearer_auth(token.expose_secret());
                 if let Some(left) = self.remaining() {
                     req = req.timeout(
@@ -393,8 +424,7 @@ impl Graph {
         let url = format!("{}/{}/oauth2/v2.0/token", self.shared.login.as_str(), app.tenant_id);
         let scope = format!("{}/.default", self.shared.graph.as_str());
         let auth =
-            crate::auth::client_auth(self.shared.secrets.as_ref(), self.shared.web_identity.as_deref(), app, &url)
-                .await?;
+            crate::auth::client_auth(self.credential_store(), self.shared.web_identity.as_deref(), app, &url).await?;
         let proof = auth.exposed();
         let mut form = vec![
             ("grant_type", "client_credentials"),

@@ -81,6 +81,56 @@ pub trait SecretStore: Send + Sync {
     async fn tag(&self, id: &SecretId, tags: &[(String, String)]) -> Result<(), StoreError>;
 }
 
+/// A [`SecretStore`] that reads each secret's AWSCURRENT value at most once:
+/// one invocation's view of the relay's own credential secrets, shared by
+/// sign-in and the credential's expiry watch. Errors are not remembered (the
+/// next caller tries again); everything else passes straight through.
+pub struct ReadOnce {
+    inner: std::sync::Arc<dyn SecretStore>,
+    current: tokio::sync::Mutex<BTreeMap<SecretId, SecretVersion>>,
+}
+
+impl ReadOnce {
+    pub fn new(inner: std::sync::Arc<dyn SecretStore>) -> Self {
+        Self { inner, current: tokio::sync::Mutex::new(BTreeMap::new()) }
+    }
+}
+
+#[async_trait]
+impl SecretStore for ReadOnce {
+    async fn describe(&self, id: &SecretId) -> Result<SecretInfo, StoreError> {
+        self.inner.describe(id).await
+    }
+
+    async fn get_version(&self, id: &SecretId, version_id: Option<&str>) -> Result<SecretVersion, StoreError> {
+        if version_id.is_some() {
+            return self.inner.get_version(id, version_id).await;
+        }
+        // Held across the read, so that targets signing in at once read once.
+        let mut current = self.current.lock().await;
+        if let Some(v) = current.get(id) {
+            return Ok(v.clone());
+        }
+        let v = self.inner.get_version(id, None).await?;
+        current.insert(id.clone(), v.clone());
+        Ok(v)
+    }
+
+    async fn move_label(
+        &self,
+        id: &SecretId,
+        label: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.move_label(id, label, to, from).await
+    }
+
+    async fn tag(&self, id: &SecretId, tags: &[(String, String)]) -> Result<(), StoreError> {
+        self.inner.tag(id, tags).await
+    }
+}
+
 // ----------------------------------------------------------------- entra --
 
 /// The relay's Graph application: who we are when we call Graph.
@@ -249,4 +299,48 @@ pub trait Entra: Send + Sync {
 #[async_trait]
 pub trait Notifier: Send + Sync {
     async fn publish(&self, alert: &crate::alert::Alert) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Counts reads; every secret's AWSCURRENT is version "v1".
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl SecretStore for Counting {
+        async fn describe(&self, _: &SecretId) -> Result<SecretInfo, StoreError> {
+            Ok(SecretInfo::default())
+        }
+        async fn get_version(&self, _: &SecretId, v: Option<&str>) -> Result<SecretVersion, StoreError> {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(StoreError::Transient("first read fails".into()));
+            }
+            Ok(SecretVersion { version_id: v.unwrap_or("v1").into(), value: None, created: None })
+        }
+        async fn move_label(&self, _: &SecretId, _: &str, _: Option<&str>, _: Option<&str>) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn tag(&self, _: &SecretId, _: &[(String, String)]) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn read_once_remembers_values_not_errors() {
+        let inner = Arc::new(Counting::default());
+        let once = ReadOnce::new(inner.clone());
+        let id = SecretId::parse("graph/secret").unwrap();
+        assert!(once.get_version(&id, None).await.is_err(), "an error is passed on");
+        assert_eq!(once.get_version(&id, None).await.unwrap().version_id, "v1");
+        assert_eq!(once.get_version(&id, None).await.unwrap().version_id, "v1");
+        assert_eq!(inner.0.load(Ordering::SeqCst), 2, "the error was not remembered; the value was");
+        assert_eq!(once.get_version(&id, Some("v0")).await.unwrap().version_id, "v0", "by version: not cached");
+        assert_eq!(inner.0.load(Ordering::SeqCst), 3);
+    }
 }

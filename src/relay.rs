@@ -74,6 +74,12 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 /// No target is started with less than this left before the deadline.
 const TARGET_START_MARGIN: Duration = Duration::from_secs(5);
 
+/// Targets in progress per Graph request slot (`SCIM_RELAY_CONCURRENCY`
+/// bounds the Graph requests in flight). With two, one target's Secrets
+/// Manager and SNS calls overlap another's Graph calls, so Graph, the slow
+/// and throttled side, is kept busy.
+const TARGETS_PER_GRAPH_SLOT: usize = 2;
+
 /// One target's share of a run.
 struct TargetRun {
     result: TargetResult,
@@ -101,8 +107,13 @@ impl Relay {
         retry: RetryPolicy,
         clock: Clock,
     ) -> Result<Self, String> {
-        let graph =
-            GraphShared::new(defaults.graph_endpoint.clone(), defaults.login_endpoint.clone(), store.clone(), retry)?;
+        let graph = GraphShared::new(
+            defaults.graph_endpoint.clone(),
+            defaults.login_endpoint.clone(),
+            store.clone(),
+            retry,
+            defaults.concurrency,
+        )?;
         Ok(Self { defaults, store, graph: Arc::new(graph), notifier, clock, checkpoint: None })
     }
 
@@ -163,7 +174,7 @@ impl Relay {
                 let entra = entra.clone();
                 async move { self.run_target(&id, req, &entra, deadline).await }
             })
-            .buffered(self.defaults.concurrency)
+            .buffered(self.defaults.concurrency * TARGETS_PER_GRAPH_SLOT)
             .collect()
             .await;
         let mut report = RunReport { results: Vec::new(), undelivered: Vec::new() };
@@ -178,7 +189,7 @@ impl Relay {
         let writes = matches!(req.action, Action::Sync | Action::Apply) && !req.opts.dry_run;
         let time_left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if writes && time_left.is_none_or(|left| left >= TARGET_START_MARGIN) {
-            self.watch_credentials(&apps, &mut report).await;
+            self.watch_credentials(&apps, entra.credential_store(), &mut report).await;
         }
         report
     }
@@ -186,7 +197,12 @@ impl Relay {
     /// The relay's own credential (client secret or certificate) is watched
     /// for expiry once per credential per run, with the widest warning window
     /// of the targets that use it. Its alert is listed with the first of them.
-    async fn watch_credentials(&self, apps: &[(usize, GraphApp, u32)], report: &mut RunReport) {
+    async fn watch_credentials(
+        &self,
+        apps: &[(usize, GraphApp, u32)],
+        credentials: &dyn SecretStore,
+        report: &mut RunReport,
+    ) {
         let mut seen: Vec<&SecretId> = Vec::new();
         for (first, app, _) in apps {
             let Some(secret_id) = app.credential.secret_id() else { continue };
@@ -201,9 +217,7 @@ impl Relay {
                 .max()
                 .unwrap_or(30);
             let result = &mut report.results[*first];
-            let found = match crate::credential_watch::watch(self.store.as_ref(), app, warning_days, (self.clock)())
-                .await
-            {
+            let found = match crate::credential_watch::watch(credentials, app, warning_days, (self.clock)()).await {
                 Ok(found) => found,
                 Err(e) => {
                     warn!(credential = %secret_id, error = %e, "the relay's own Graph credential could not be watched for expiry");

@@ -274,3 +274,28 @@ async fn three_targets_one_fails_the_others_finish_in_order() {
     assert_eq!(w.sim.token_requests(), 1, "one Graph token shared by all targets");
     w.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn graph_requests_in_flight_stay_within_the_concurrency_and_the_credential_is_read_once() {
+    let mut w = World::with_targets("inflight", 6).await;
+    w.env.insert("SCIM_RELAY_CONCURRENCY".into(), "2".into());
+    for (i, id) in w.secret_ids.iter().enumerate() {
+        let t = w.token(&format!("t{i}"));
+        w.sim.accept_token(&t);
+        w.put_to(id, &t).await;
+    }
+    // Slow Graph calls, so that targets in progress compete for Graph slots.
+    w.sim.set_fault_always(Route::ValidateCredentials, Some(Fault::Slow(std::time::Duration::from_millis(150))));
+    w.sim.set_fault_always(Route::GetJob, Some(Fault::Slow(std::time::Duration::from_millis(150))));
+    w.proxy.clear_calls();
+    let r = w.sync().await;
+    assert!(r.results.iter().all(|x| x.outcome == Outcome::Applied), "{:?}", r.results);
+    // Four targets are in progress at once, but never more than two Graph
+    // requests: the limit is reached, not exceeded.
+    assert_eq!(w.sim.max_graph_in_flight(), 2);
+    // One read of each new version, and one of the Graph client secret,
+    // shared by sign-in and the credential's expiry watch.
+    let reads = w.proxy.calls().iter().filter(|c| *c == "secretsmanager.GetSecretValue").count();
+    assert_eq!(reads, w.secret_ids.len() + 1);
+    w.assert_no_leaks();
+}

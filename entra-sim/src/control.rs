@@ -45,6 +45,7 @@ async fn stats(State(sim): State<Sim>) -> Response {
         "byRoute": by_route,
         "byStatus": by_status,
         "accessTokensIssued": state.tokens_issued,
+        "maxGraphInFlight": state.max_graph_in_flight,
     }))
 }
 

@@ -110,6 +110,22 @@ fn classify(path: &str) -> Target<'_> {
     }
 }
 
+/// Counts a Graph request as in flight until it is answered or dropped.
+struct InFlight(Sim);
+
+impl InFlight {
+    fn enter(sim: &Sim) -> Self {
+        sim.lock().graph_request_started();
+        Self(sim.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().graph_request_ended();
+    }
+}
+
 /// Entry point for every Graph/login request: record, apply faults, dispatch.
 async fn handle(State(sim): State<Sim>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
@@ -117,6 +133,7 @@ async fn handle(State(sim): State<Sim>, request: Request) -> Response {
     let target = classify(&path);
     let route = target.route();
     let ids = RequestIds::new(&parts.headers);
+    let _in_flight = (route.is_some() && route != Some(Route::Token)).then(|| InFlight::enter(&sim));
     let body = to_bytes(body, MAX_BODY_BYTES).await.ok();
     let recorded = Recorded {
         method: parts.method.to_string(),

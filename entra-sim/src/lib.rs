@@ -333,6 +333,12 @@ impl Sim {
         self.lock().sns_confirmations.clone()
     }
 
+    /// The most Graph requests (sign-ins not counted) that were being
+    /// answered at one time.
+    pub fn max_graph_in_flight(&self) -> usize {
+        self.lock().max_graph_in_flight
+    }
+
     /// How many access tokens the login endpoint has issued.
     pub fn token_requests(&self) -> usize {
         self.lock().tokens_issued

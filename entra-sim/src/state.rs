@@ -31,6 +31,9 @@ pub(crate) struct State {
     pub(crate) break_saved_after_put: bool,
     requests: Vec<(u64, Recorded)>,
     next_request_seq: u64,
+    /// Graph requests (not sign-ins) being answered now, and the most at once.
+    graph_in_flight: usize,
+    pub(crate) max_graph_in_flight: usize,
     pub(crate) sns_messages: Vec<Value>,
     pub(crate) sns_confirmations: Vec<Value>,
 }
@@ -217,6 +220,8 @@ impl State {
             break_saved_after_put: false,
             requests: Vec::new(),
             next_request_seq: 0,
+            graph_in_flight: 0,
+            max_graph_in_flight: 0,
             sns_messages: Vec::new(),
             sns_confirmations: Vec::new(),
         }
@@ -330,6 +335,15 @@ impl State {
         if let Some((_, recorded)) = self.requests.iter_mut().rev().find(|(s, _)| *s == seq) {
             recorded.status = status;
         }
+    }
+
+    pub(crate) fn graph_request_started(&mut self) {
+        self.graph_in_flight += 1;
+        self.max_graph_in_flight = self.max_graph_in_flight.max(self.graph_in_flight);
+    }
+
+    pub(crate) fn graph_request_ended(&mut self) {
+        self.graph_in_flight = self.graph_in_flight.saturating_sub(1);
     }
 
     pub(crate) fn requests(&self) -> Vec<Recorded> {
