@@ -19,6 +19,10 @@ pub const TAG_STATUS: &str = "scim-relay:status";
 pub const TAG_CHECKED_AT: &str = "scim-relay:checked-at";
 pub const TAG_EXPIRES_AT: &str = "scim-relay:expires-at";
 pub const TAG_EXPIRES_SOURCE: &str = "scim-relay:expires-source";
+/// The version whose expiry `scim-relay:expires-at` records. A version's
+/// expiry never changes, so a run with nothing new to apply takes it from
+/// the tags instead of reading the token again.
+pub const TAG_EXPIRES_VERSION: &str = "scim-relay:expires-version";
 /// `VERSION:DAYS`: the last `expiring` threshold announced for the applied version.
 pub const TAG_EXPIRY_WARNED: &str = "scim-relay:expiry-warned";
 /// The UTC date of the last `expired` alert.
@@ -195,6 +199,30 @@ struct Candidate {
     expiry: Expiry,
 }
 
+/// The applied version and when its token expires.
+struct Live {
+    version_id: String,
+    expiry: Expiry,
+}
+
+impl From<Candidate> for Live {
+    fn from(c: Candidate) -> Self {
+        Self { version_id: c.version_id, expiry: c.expiry }
+    }
+}
+
+impl Live {
+    /// As recorded in the tags, if they are about `version`.
+    fn from_tags(info: &SecretInfo, version: &str) -> Option<Self> {
+        if info.tags.get(TAG_EXPIRES_VERSION).map(String::as_str) != Some(version) {
+            return None;
+        }
+        let at = info.tags.get(TAG_EXPIRES_AT)?.parse::<Timestamp>().ok()?;
+        let source = ExpirySource::parse(info.tags.get(TAG_EXPIRES_SOURCE)?)?;
+        Some(Self { version_id: version.to_owned(), expiry: Expiry { at, source } })
+    }
+}
+
 /// Processes one target. `info` is the secret as described at the start of
 /// the run (its tags already gave `cfg`).
 pub struct Renewal<'a> {
@@ -282,7 +310,7 @@ impl Renewal<'_> {
         let applied = info.version_with(LABEL_APPLIED).map(str::to_owned);
         let is_new = !info.has_label(&current, LABEL_APPLIED) && !info.has_label(&current, LABEL_REJECTED);
         if !is_new && !opts.force {
-            return self.unchanged(info, &current, applied.as_deref(), !opts.dry_run, alerts).await;
+            return self.unchanged(info, &current, !opts.dry_run, alerts).await;
         }
 
         // Step 1: parse and check locally. Nothing has been sent to Entra.
@@ -364,7 +392,7 @@ impl Renewal<'_> {
                 .at(Step::MoveLabel)?;
         }
         self.reached(Step::MoveLabel);
-        self.write_tags("applied", Some(&candidate.expiry)).await;
+        self.write_tags("applied", Some((&current, &candidate.expiry))).await;
         self.reached(Step::WriteTags);
         let mut detail = format!("version {current} is live in Entra and passed Test Connection after saving");
         if result.quarantine_cleared {
@@ -425,6 +453,16 @@ impl Renewal<'_> {
         }))
     }
 
+    /// The applied version and its expiry: from the tags when they record
+    /// that version, else by reading and parsing its token.
+    async fn applied_live(&self, info: &SecretInfo) -> Result<Option<Live>, Failure> {
+        let Some(applied) = info.version_with(LABEL_APPLIED) else { return Ok(None) };
+        if let Some(live) = Live::from_tags(info, applied) {
+            return Ok(Some(live));
+        }
+        Ok(self.applied_token(Some(applied)).await?.map(Live::from))
+    }
+
     async fn find_job(&self, app: &GraphApp) -> Result<JobRef, Failure> {
         let sp = &self.cfg.service_principal_id;
         if let Some(job_id) = &self.cfg.job_id {
@@ -471,7 +509,7 @@ impl Renewal<'_> {
         alerts: &mut Vec<Alert>,
     ) -> Result<TargetResult, Failure> {
         warn!(secret_id = self.id(), version_id = %version, reason = %message, "token rejected");
-        let live = self.applied_token(info.version_with(LABEL_APPLIED)).await?;
+        let live = self.applied_live(info).await?;
         let mut r = self.result_for(Outcome::Rejected, version, live.as_ref().map(|c| &c.expiry));
         r.message = message;
         if opts.dry_run {
@@ -479,7 +517,7 @@ impl Renewal<'_> {
             return Ok(r);
         }
         self.mark_rejected(info, version).await?;
-        self.write_tags("rejected", live.as_ref().map(|c| &c.expiry)).await;
+        self.write_tags("rejected", live.as_ref().map(|c| (c.version_id.as_str(), &c.expiry))).await;
         alerts.push(
             Alert::new(AlertKind::Rejected, &self.facts(Some(version), live.as_ref().map(|c| &c.expiry), &r.message))
                 .recorded_as(TAG_REJECTED_ALERTED, version),
@@ -527,7 +565,7 @@ impl Renewal<'_> {
         }
         // Not tried again until a newer version arrives or `force` is given.
         self.mark_rejected(info, version).await?;
-        self.write_tags("rolled_back", Some(&previous.expiry)).await;
+        self.write_tags("rolled_back", Some((&previous.version_id, &previous.expiry))).await;
         let mut r = self.result_for(Outcome::RolledBack, version, Some(&previous.expiry));
         r.message = format!(
             "version {version} passed Test Connection but failed it once saved ({why}); version {} was restored and passes",
@@ -562,11 +600,10 @@ impl Renewal<'_> {
         &self,
         info: &SecretInfo,
         current: &str,
-        applied: Option<&str>,
         write: bool,
         alerts: &mut Vec<Alert>,
     ) -> Result<TargetResult, Failure> {
-        let live = self.applied_token(applied).await?;
+        let live = self.applied_live(info).await?;
         let mut r = match &live {
             Some(c) => self.result_for(Outcome::Unchanged, &c.version_id, Some(&c.expiry)),
             None => TargetResult::new(self.id(), Outcome::Unchanged, ""),
@@ -598,14 +635,14 @@ impl Renewal<'_> {
         }
         r.message = notes.join("; ");
         if write {
-            self.write_tags_with("unchanged", live.as_ref().map(|c| &c.expiry), tags).await;
+            self.write_tags_with("unchanged", live.as_ref().map(|c| (c.version_id.as_str(), &c.expiry)), tags).await;
         }
         Ok(r)
     }
 
     /// An `applied` or `rejected` notice that an earlier run decided on but
     /// never delivered (a crash, an SNS outage) is sent now.
-    fn resend_undelivered(&self, info: &SecretInfo, current: &str, live: Option<&Candidate>, alerts: &mut Vec<Alert>) {
+    fn resend_undelivered(&self, info: &SecretInfo, current: &str, live: Option<&Live>, alerts: &mut Vec<Alert>) {
         if let Some(live) = live {
             if info.tags.get(TAG_APPLIED_ALERTED).map(String::as_str) != Some(live.version_id.as_str()) {
                 let detail = format!(
@@ -672,13 +709,7 @@ impl Renewal<'_> {
 
     /// `expiring` once per threshold, `expired` once a UTC day. A newer
     /// version that was rejected is no replacement, so it does not silence this.
-    fn watch_expiry(
-        &self,
-        info: &SecretInfo,
-        live: &Candidate,
-        alerts: &mut Vec<Alert>,
-        tags: &mut Vec<(String, String)>,
-    ) {
+    fn watch_expiry(&self, info: &SecretInfo, live: &Live, alerts: &mut Vec<Alert>, tags: &mut Vec<(String, String)>) {
         let expiry = &live.expiry;
         if expiry.at <= self.now {
             let today = format_date(self.now);
@@ -738,8 +769,7 @@ impl Renewal<'_> {
 
     async fn check(&self, info: &SecretInfo) -> Result<TargetResult, Failure> {
         let current = info.version_with(LABEL_CURRENT).map(str::to_owned);
-        let applied = info.version_with(LABEL_APPLIED);
-        let live = self.applied_token(applied).await?;
+        let live = self.applied_live(info).await?;
         let mut r = match &live {
             Some(c) => self.result_for(Outcome::Checked, &c.version_id, Some(&c.expiry)),
             None => TargetResult::new(self.id(), Outcome::Checked, ""),
@@ -770,7 +800,7 @@ impl Renewal<'_> {
     }
 
     async fn validate(&self, info: &SecretInfo) -> Result<TargetResult, Failure> {
-        let live = self.applied_token(info.version_with(LABEL_APPLIED)).await?;
+        let live = self.applied_live(info).await?;
         let app = self.app();
         let job = self.find_job(&app).await?;
         match self.entra.validate_credentials(&app, &job, None).await.at(Step::TestSavedToken)? {
@@ -789,17 +819,19 @@ impl Renewal<'_> {
         }
     }
 
-    async fn write_tags(&self, status: &str, expiry: Option<&Expiry>) {
-        self.write_tags_with(status, expiry, Vec::new()).await
+    /// `live`: the applied version and its expiry, if any.
+    async fn write_tags(&self, status: &str, live: Option<(&str, &Expiry)>) {
+        self.write_tags_with(status, live, Vec::new()).await
     }
 
     /// Best effort: the outcome stands even if the tags cannot be written.
-    async fn write_tags_with(&self, status: &str, expiry: Option<&Expiry>, mut tags: Vec<(String, String)>) {
+    async fn write_tags_with(&self, status: &str, live: Option<(&str, &Expiry)>, mut tags: Vec<(String, String)>) {
         tags.push((TAG_STATUS.to_owned(), status.to_owned()));
         tags.push((TAG_CHECKED_AT.to_owned(), format_time(self.now)));
-        if let Some(e) = expiry {
+        if let Some((version, e)) = live {
             tags.push((TAG_EXPIRES_AT.to_owned(), format_time(e.at)));
             tags.push((TAG_EXPIRES_SOURCE.to_owned(), e.source.as_str().to_owned()));
+            tags.push((TAG_EXPIRES_VERSION.to_owned(), version.to_owned()));
         }
         if let Err(e) = self.store.tag(&self.cfg.secret_id, &tags).await {
             warn!(secret_id = self.id(), error = %e, "could not write the outcome tags");

@@ -35,6 +35,11 @@ impl ExpirySource {
             Self::Assumed => "assumed",
         }
     }
+
+    /// The inverse of [`ExpirySource::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Explicit, Self::Jwt, Self::Assumed].into_iter().find(|v| v.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -78,6 +78,8 @@ async fn explicit_expiry_and_tenant_url_from_the_secret() {
 #[tokio::test]
 async fn unchanged_on_rerun() {
     let (w, t, v) = with_applied("unchanged").await;
+    let reads = || w.proxy.calls().iter().filter(|c| *c == "secretsmanager.GetSecretValue").count();
+    w.proxy.clear_calls();
     let r = w.sync().await;
     let res = &r.results[0];
     assert_eq!(res.outcome, Outcome::Unchanged, "{}", res.message);
@@ -87,7 +89,24 @@ async fn unchanged_on_rerun() {
     assert_eq!(w.entra_writes(), 0);
     assert_eq!(w.saved_token(), Some(t));
     assert_eq!(w.alerts().await.len(), 1, "only the first run alerted");
-    assert_eq!(w.tags().await["scim-relay:status"], "unchanged");
+    let tags = w.tags().await;
+    assert_eq!(tags["scim-relay:status"], "unchanged");
+    assert_eq!(tags["scim-relay:expires-version"], v);
+    // The applied version's expiry came from its tags: only the Graph client
+    // secret was read.
+    assert_eq!(reads(), 1);
+    // Tags about another version are not trusted: the token is read again.
+    w.sm.tag_resource()
+        .secret_id(w.id())
+        .tags(aws_sdk_secretsmanager::types::Tag::builder().key("scim-relay:expires-version").value("other").build())
+        .send()
+        .await
+        .unwrap();
+    w.proxy.clear_calls();
+    let r = w.sync().await;
+    assert_eq!(r.results[0].expires_at.as_deref(), Some("2099-11-20T00:00:00Z"));
+    assert_eq!(reads(), 2);
+    assert_eq!(w.tags().await["scim-relay:expires-version"], v, "and the tag is mended");
     w.assert_no_leaks();
 }
 
