@@ -97,14 +97,8 @@ async fn two_invocations_on_the_same_version_announce_once() {
 
 #[tokio::test]
 async fn no_target_starts_without_time_and_none_is_cut_off() {
-    let mut w = World::with_targets("deadline", 4).await;
     // One Graph request at a time, so two targets in progress at once.
-    w.env.insert("SCIM_RELAY_CONCURRENCY".into(), "1".into());
-    for (i, id) in w.secret_ids.iter().enumerate() {
-        let t = w.token(&format!("t{i}"));
-        w.sim.accept_token(&t);
-        w.put_to(id, &t).await;
-    }
+    let w = World::with_new_tokens("deadline", 4, 1).await;
     // Each Graph call takes 700 ms: the first two targets share the one
     // Graph slot and are done after about 3 to 4.5 s, when less than the
     // 5 s start margin is left for the other two.

@@ -243,13 +243,7 @@ async fn quarantine_alert_once_per_series() {
 
 #[tokio::test]
 async fn three_targets_one_fails_the_others_finish_in_order() {
-    let mut w = World::with_targets("three", 3).await;
-    w.env.insert("SCIM_RELAY_CONCURRENCY".into(), "3".into());
-    for (i, id) in w.secret_ids.iter().enumerate() {
-        let t = w.token(&format!("t{i}"));
-        w.sim.accept_token(&t);
-        w.put_to(id, &t).await;
-    }
+    let w = World::with_new_tokens("three", 3, 3).await;
     // The middle target points at a job that does not exist.
     w.sm.tag_resource()
         .secret_id(&w.secret_ids[1])
@@ -277,13 +271,7 @@ async fn three_targets_one_fails_the_others_finish_in_order() {
 
 #[tokio::test]
 async fn graph_requests_in_flight_stay_within_the_concurrency_and_the_credential_is_read_once() {
-    let mut w = World::with_targets("inflight", 6).await;
-    w.env.insert("SCIM_RELAY_CONCURRENCY".into(), "2".into());
-    for (i, id) in w.secret_ids.iter().enumerate() {
-        let t = w.token(&format!("t{i}"));
-        w.sim.accept_token(&t);
-        w.put_to(id, &t).await;
-    }
+    let w = World::with_new_tokens("inflight", 6, 2).await;
     // Slow Graph calls, so that targets in progress compete for Graph slots.
     w.sim.set_fault_always(Route::ValidateCredentials, Some(Fault::Slow(std::time::Duration::from_millis(150))));
     w.sim.set_fault_always(Route::GetJob, Some(Fault::Slow(std::time::Duration::from_millis(150))));

@@ -180,6 +180,19 @@ impl World {
         Self::with_targets(name, 1).await
     }
 
+    /// `n` targets, each holding a new token that Entra accepts, processed
+    /// with `SCIM_RELAY_CONCURRENCY=concurrency`.
+    pub async fn with_new_tokens(name: &str, n: usize, concurrency: usize) -> World {
+        let mut w = Self::with_targets(name, n).await;
+        w.env.insert("SCIM_RELAY_CONCURRENCY".into(), concurrency.to_string());
+        for (i, id) in w.secret_ids.iter().enumerate() {
+            let t = w.token(&format!("t{i}"));
+            w.sim.accept_token(&t);
+            w.put_to(id, &t).await;
+        }
+        w
+    }
+
     pub async fn with_targets(name: &str, n: usize) -> World {
         init_logging();
         let sim = Sim::start(SimConfig {
