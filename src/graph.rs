@@ -265,6 +265,14 @@ impl Graph {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
+    /// No call `what` is started with less than [`DEADLINE_MARGIN`] left.
+    fn before_deadline(&self, what: &str) -> Result<(), Attempt> {
+        match self.remaining() {
+            Some(left) if left < DEADLINE_MARGIN => Err(Attempt::Final(EntraError::Deadline(what.to_owned()))),
+            _ => Ok(()),
+        }
+    }
+
     /// Sends one request with retries. `auth` adds a Graph bearer token.
     async fn send(
         &self,
@@ -281,11 +289,7 @@ impl Graph {
             attempts.fetch_add(1, Ordering::Relaxed);
             let method = method.clone();
             async move {
-                if let Some(left) = self.remaining() {
-                    if left < DEADLINE_MARGIN {
-                        return Err(Attempt::Final(EntraError::Deadline(what.to_owned())));
-                    }
-                }
+                self.before_deadline(what)?;
                 let token = self.access_token(app).await.map_err(Attempt::Final)?;
                 // Waiting for a slot may take a while: the deadline is checked after.
                 let _slot = self.shared.in_flight.acquire().await.map_err(|_| {
@@ -295,11 +299,7 @@ impl Graph {
                         message: "the Graph client was shut down".into(),
                     })
                 })?;
-                if let Some(left) = self.remaining() {
-                    if left < DEADLINE_MARGIN {
-                        return Err(Attempt::Final(EntraError::Deadline(what.to_owned())));
-                    }
-                }
+                self.before_deadline(what)?;
                 let mut req = self.shared.http.request(method, url).bearer_auth(token.expose_secret());
                 if let Some(left) = self.remaining() {
                     req = req.timeout(
@@ -433,11 +433,7 @@ impl Graph {
         ];
         form.extend(auth.form_fields());
         let op = || async {
-            if let Some(left) = self.remaining() {
-                if left < DEADLINE_MARGIN {
-                    return Err(Attempt::Final(EntraError::Deadline("sign-in".into())));
-                }
-            }
+            self.before_deadline("sign-in")?;
             let resp = self
                 .shared
                 .http
