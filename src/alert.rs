@@ -12,6 +12,10 @@ pub enum AlertKind {
     RolledBack,
     Quarantine,
     Failed,
+    /// Test Connection on the credentials Entra holds is refused by Apple.
+    LiveTokenRefused,
+    /// Test Connection on the saved credentials passes again (closes the series).
+    LiveTokenOk,
 }
 
 impl AlertKind {
@@ -24,6 +28,8 @@ impl AlertKind {
             Self::RolledBack => "rolled_back",
             Self::Quarantine => "quarantine",
             Self::Failed => "failed",
+            Self::LiveTokenRefused => "live_token_refused",
+            Self::LiveTokenOk => "live_token_ok",
         }
     }
 }
@@ -101,6 +107,23 @@ impl Alert {
                 format!("scim-relay failed for {target}"),
                 "Entra was left as it was or restored. The function retries on its next run;\n\
                  if this repeats, fix the cause named above (the function's logs have details)."
+                    .to_owned(),
+            ),
+            AlertKind::LiveTokenRefused => (
+                format!("Apple refuses the live SCIM token for {target}"),
+                "Provisioning to Apple is failing now, and Entra will put the job in quarantine.\n\
+                 Right after an \"applied\" notice this almost always means the wrong token was revoked\n\
+                 in Apple Business Manager / Apple School Manager (the new one instead of the old one).\n\
+                 1. Generate a new token in ABM/ASM (Preferences > Directory Sync, or Managed Apple\n\
+                    Accounts > Directory Sync) and store it in the secret; scim-relay applies it within minutes.\n\
+                 2. In ABM/ASM, check which tokens are left and revoke any you do not use.\n\
+                 You get this notice once; \"live_token_ok\" or the next \"applied\" says when it works again."
+                    .to_owned(),
+            ),
+            AlertKind::LiveTokenOk => (
+                format!("live SCIM token for {target} passes Test Connection again"),
+                "Apple accepts the credentials saved in Entra again; nothing to do. If the job was\n\
+                 quarantined meanwhile, a separate notice says so."
                     .to_owned(),
             ),
         };

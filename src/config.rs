@@ -26,6 +26,8 @@ pub const ENV_GRAPH_ENDPOINT: &str = "GRAPH_ENDPOINT";
 pub const ENV_LOGIN_ENDPOINT: &str = "LOGIN_ENDPOINT";
 pub const ENV_DRY_RUN: &str = "DRY_RUN";
 pub const ENV_CONCURRENCY: &str = "SCIM_RELAY_CONCURRENCY";
+/// When scheduled runs test the saved credentials: `every-run` (default), `daily`, `off`.
+pub const ENV_LIVE_CHECK: &str = "SCIM_RELAY_LIVE_CHECK";
 
 /// Every environment variable the binary reads (the template test checks them).
 pub const ENV_VARS: &[&str] = &[
@@ -45,6 +47,7 @@ pub const ENV_VARS: &[&str] = &[
     ENV_LOGIN_ENDPOINT,
     ENV_DRY_RUN,
     ENV_CONCURRENCY,
+    ENV_LIVE_CHECK,
 ];
 
 pub const TAG_TENANT_ID: &str = "scim-relay:tenant-id";
@@ -97,6 +100,31 @@ pub struct Defaults {
     pub login_endpoint: Endpoint,
     pub dry_run: bool,
     pub concurrency: usize,
+    pub live_check: LiveCheck,
+}
+
+/// How often runs with nothing new to apply run Test Connection on the
+/// credentials Entra holds (`SCIM_RELAY_LIVE_CHECK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LiveCheck {
+    /// On every scheduled (and `sync`) run.
+    #[default]
+    EveryRun,
+    /// At most once per UTC day per target.
+    Daily,
+    /// Never (a `check` reports `not_checked`).
+    Off,
+}
+
+impl LiveCheck {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "" | "every-run" => Ok(Self::EveryRun),
+            "daily" => Ok(Self::Daily),
+            "off" => Ok(Self::Off),
+            _ => Err(format!("`{}` is not every-run, daily or off", printable(raw))),
+        }
+    }
 }
 
 /// Everything needed to manage one target, fully validated.
@@ -179,6 +207,8 @@ impl Defaults {
             login_endpoint: endpoint(ENV_LOGIN_ENDPOINT, "https://login.microsoftonline.com")?,
             dry_run: parse_bool(ENV_DRY_RUN, vars.get(ENV_DRY_RUN).map(String::as_str).unwrap_or(""))?,
             concurrency,
+            live_check: LiveCheck::parse(vars.get(ENV_LIVE_CHECK).map(String::as_str).unwrap_or(""))
+                .map_err(|e| ConfigError::global(ENV_LIVE_CHECK, e))?,
         };
         if let Some(arn) = &defaults.alert_topic_arn {
             let ok = arn.starts_with("arn:") && arn.split(':').nth(2) == Some("sns") && arn.split(':').count() == 6;
@@ -413,6 +443,18 @@ mod tests {
             v.insert(k.to_string(), val.to_string());
         }
         v
+    }
+
+    #[test]
+    fn live_check_setting() {
+        assert_eq!(Defaults::from_vars(&vars(&[])).unwrap().live_check, LiveCheck::EveryRun);
+        for (raw, want) in [("every-run", LiveCheck::EveryRun), (" Daily ", LiveCheck::Daily), ("off", LiveCheck::Off)]
+        {
+            assert_eq!(Defaults::from_vars(&vars(&[(ENV_LIVE_CHECK, raw)])).unwrap().live_check, want);
+        }
+        let e = Defaults::from_vars(&vars(&[(ENV_LIVE_CHECK, "hourly")])).unwrap_err();
+        assert_eq!(e.setting, ENV_LIVE_CHECK);
+        assert!(e.reason.contains("every-run, daily or off"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | `Targets` | Count | `Outcome` | one per target and outcome of a run |
 //! | `DaysLeft` | None | `SecretId`, and none | days until the live token expires (alarm on the Minimum) |
+//! | `LiveTokenValid` | None | `SecretId`, and none | 1 when Test Connection on the credentials Entra holds passed, 0 when Apple refused them (alarm on the Minimum); only from runs that tested |
 //! | `Heartbeat` | Count | none | 1 per run (alarm on missing data) |
 //! | `AlertsSent` | Count | none | alerts delivered in the run |
 //! | `AlertsUndelivered` | Count | none | alerts that could not be delivered |
@@ -15,7 +16,7 @@
 use serde_json::{json, Value};
 
 use crate::relay::RunReport;
-use crate::renew::Outcome;
+use crate::renew::{LiveToken, Outcome};
 
 pub const NAMESPACE: &str = "ScimRelay";
 
@@ -36,6 +37,15 @@ pub fn emf_lines(report: &RunReport, graph_retries: u64, timestamp_ms: i64) -> V
         if let Some(days) = r.days_left {
             directives.push(directive(json!([["SecretId"], []]), &[("DaysLeft", "None")]));
             line["DaysLeft"] = json!(days);
+        }
+        let live = match r.live_token {
+            Some(LiveToken::Passed) => Some(1),
+            Some(LiveToken::Refused) => Some(0),
+            Some(LiveToken::NotChecked) | None => None,
+        };
+        if let Some(valid) = live {
+            directives.push(directive(json!([["SecretId"], []]), &[("LiveTokenValid", "None")]));
+            line["LiveTokenValid"] = json!(valid);
         }
         line["_aws"] = json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": directives});
         lines.push(line.to_string());
@@ -67,6 +77,7 @@ mod tests {
     fn lines_are_valid_emf() {
         let mut ok = TargetResult::new("scim-relay/abm", Outcome::Unchanged, "");
         ok.days_left = Some(12);
+        ok.live_token = Some(LiveToken::Refused);
         let failed = TargetResult::new("scim-relay/asm", Outcome::Failed, "");
         let report = RunReport { results: vec![ok, failed], undelivered: vec![] };
         let lines = emf_lines(&report, 3, 1_700_000_000_000);
@@ -74,8 +85,11 @@ mod tests {
         let first: Value = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(first["DaysLeft"], 12);
         assert_eq!(first["_aws"]["CloudWatchMetrics"][1]["Dimensions"], json!([["SecretId"], []]));
+        assert_eq!(first["LiveTokenValid"], 0);
+        assert_eq!(first["_aws"]["CloudWatchMetrics"][2]["Dimensions"], json!([["SecretId"], []]));
         let second: Value = serde_json::from_str(&lines[1]).unwrap();
         assert!(second.get("DaysLeft").is_none());
+        assert!(second.get("LiveTokenValid").is_none(), "no test, no data point");
         let run: Value = serde_json::from_str(&lines[2]).unwrap();
         assert_eq!(
             (run["Heartbeat"].as_i64(), run["GraphRetries"].as_i64(), run["TargetsFailed"].as_i64()),

@@ -293,6 +293,7 @@ impl Relay {
             cfg: &cfg,
             now: (self.clock)(),
             checkpoint: self.checkpoint.as_deref(),
+            live_check: self.defaults.live_check,
         };
         let report = renewal.run(req.action, req.opts, &info).await;
         log_result(&report.result);

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::alert::{Alert, AlertFacts, AlertKind};
-use crate::config::TargetConfig;
+use crate::config::{LiveCheck, TargetConfig};
 use crate::ports::{
     Credentials, Entra, EntraError, GraphApp, Job, JobRef, SecretInfo, SecretStore, StoreError, Validation,
 };
@@ -33,6 +33,21 @@ pub const TAG_APPLIED_ALERTED: &str = "scim-relay:applied-alerted";
 pub const TAG_REJECTED_ALERTED: &str = "scim-relay:rejected-alerted";
 /// The quarantine series (Graph's `seriesBegan`) last alerted.
 pub const TAG_QUARANTINE_ALERTED: &str = "scim-relay:quarantine-alerted";
+
+/// `VERSION:RESULT`: the last Test Connection on the credentials Entra holds,
+/// for the applied version: `applied` (set by the apply), then `passed` or
+/// `refused` (set by runs with nothing new to apply).
+pub const TAG_LIVE_TOKEN: &str = "scim-relay:live-token";
+/// The UTC date of the last Test Connection on the saved credentials
+/// (`SCIM_RELAY_LIVE_CHECK=daily` tests at most once per date).
+pub const TAG_LIVE_CHECKED: &str = "scim-relay:live-checked";
+/// The version whose `live_token_refused` alert was delivered (the series
+/// is open), or [`SERIES_CLOSED`] once `live_token_ok` or an `applied` closed it.
+pub const TAG_LIVE_REFUSED_ALERTED: &str = "scim-relay:live-refused-alerted";
+/// `VERSION@TIME`: when the applied version was applied (for the alerts).
+pub const TAG_APPLIED_AT: &str = "scim-relay:applied-at";
+/// The value of [`TAG_LIVE_REFUSED_ALERTED`] when no series is open.
+pub const SERIES_CLOSED: &str = "none";
 
 /// `expiring` is announced once at each of these days left (inside the window).
 pub const EXPIRY_THRESHOLDS: [i64; 5] = [30, 14, 7, 3, 1];
@@ -78,6 +93,29 @@ impl Outcome {
             Self::WouldApply => "would_apply",
             Self::Checked => "checked",
             Self::Failed => "failed",
+        }
+    }
+}
+
+/// What Test Connection on the credentials Entra holds said, in a run with
+/// nothing new to apply (and in `check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveToken {
+    /// Apple accepts the live token.
+    Passed,
+    /// Apple refuses it (a 400 from `validateCredentials`).
+    Refused,
+    /// Not tested in this run (`SCIM_RELAY_LIVE_CHECK` is `off`, or `daily` and done today).
+    NotChecked,
+}
+
+impl LiveToken {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Refused => "refused",
+            Self::NotChecked => "not_checked",
         }
     }
 }
@@ -136,6 +174,10 @@ pub struct TargetResult {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_step: Option<Step>,
+    /// Test Connection on the credentials Entra holds, when a version is
+    /// applied and nothing new was applied in this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_token: Option<LiveToken>,
 }
 
 impl TargetResult {
@@ -152,6 +194,7 @@ impl TargetResult {
             alerts: Vec::new(),
             message: message.into(),
             failed_step: None,
+            live_token: None,
         }
     }
 
@@ -233,6 +276,8 @@ pub struct Renewal<'a> {
     /// Test-only fault switch: called after each completed step of the apply
     /// sequence (a test makes it "kill the process" there). None in production.
     pub checkpoint: Option<&'a Checkpoint>,
+    /// When runs with nothing new to apply test the saved credentials.
+    pub live_check: LiveCheck,
 }
 
 /// See [`Renewal::checkpoint`].
@@ -392,13 +437,26 @@ impl Renewal<'_> {
                 .at(Step::MoveLabel)?;
         }
         self.reached(Step::MoveLabel);
-        self.write_tags("applied", Some((&current, &candidate.expiry))).await;
+        let mut tags = Vec::new();
+        record(&mut tags, TAG_LIVE_TOKEN, format!("{current}:applied"));
+        record(&mut tags, TAG_APPLIED_AT, format!("{current}@{}", format_time(self.now)));
+        let open_series = recorded(info, TAG_LIVE_REFUSED_ALERTED).filter(|v| *v != SERIES_CLOSED).map(str::to_owned);
+        if open_series.is_some() {
+            // The re-test above passed: Apple accepts the live token again.
+            record(&mut tags, TAG_LIVE_REFUSED_ALERTED, SERIES_CLOSED);
+        }
+        self.write_tags_with("applied", Some((&current, &candidate.expiry)), tags).await;
         self.reached(Step::WriteTags);
         let mut detail = format!("version {current} is live in Entra and passed Test Connection after saving");
         if result.quarantine_cleared {
             detail.push_str("; the job's quarantine was cleared");
         } else if job_state.is_paused() {
             detail.push_str("; the provisioning job is paused and was left paused");
+        }
+        if let Some(refused) = open_series {
+            detail.push_str(&format!(
+                "; this closes the live_token_refused notice about version {refused}: Apple accepts the live token"
+            ));
         }
         alerts.push(
             Alert::new(AlertKind::Applied, &self.facts(Some(&current), Some(&candidate.expiry), &detail))
@@ -618,6 +676,16 @@ impl Renewal<'_> {
         let job_state = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
         r.job_status = Some(job_state.status.clone());
         let mut tags = Vec::new();
+        // First, so that a transient failure (`failed`) leaves no half-made decisions behind.
+        if let Some(live) = &live {
+            let tested = self.test_live(&app, &job, info, write).await?;
+            let (state, note) = self.live_note(info, live, tested.as_ref());
+            r.live_token = Some(state);
+            notes.extend(note);
+            if write {
+                self.watch_live(info, live, tested, alerts, &mut tags);
+            }
+        }
         if write {
             self.resend_undelivered(info, current, live.as_ref(), alerts);
         }
@@ -767,6 +835,117 @@ impl Renewal<'_> {
         tags.push((TAG_QUARANTINE_ALERTED.to_owned(), series));
     }
 
+    /// Test Connection on the credentials Entra holds (`useSavedCredentials:
+    /// true`) when `SCIM_RELAY_LIVE_CHECK` makes it due; `None` when not run.
+    /// `scheduled`: a run that records its outcome (`daily` counts only
+    /// those). A refusal is a [`Validation::Refused`]; a transient or
+    /// permission failure is an error, so the target is `failed`, never "refused".
+    async fn test_live(
+        &self,
+        app: &GraphApp,
+        job: &JobRef,
+        info: &SecretInfo,
+        scheduled: bool,
+    ) -> Result<Option<Validation>, Failure> {
+        let due = match self.live_check {
+            LiveCheck::Off => false,
+            LiveCheck::EveryRun => true,
+            LiveCheck::Daily => !scheduled || recorded(info, TAG_LIVE_CHECKED) != Some(format_date(self.now).as_str()),
+        };
+        if !due {
+            return Ok(None);
+        }
+        self.entra.validate_credentials(app, job, None).await.at(Step::TestSavedToken).map(Some)
+    }
+
+    /// The result field and the message's line for a live test.
+    fn live_note(&self, info: &SecretInfo, live: &Live, tested: Option<&Validation>) -> (LiveToken, Option<String>) {
+        let v = &live.version_id;
+        let before = recorded(info, TAG_LIVE_TOKEN).and_then(|t| t.strip_prefix(v.as_str())?.strip_prefix(':'));
+        match tested {
+            None if self.live_check == LiveCheck::Daily => (
+                LiveToken::NotChecked,
+                Some("Test Connection on the saved credentials already ran today (SCIM_RELAY_LIVE_CHECK=daily)".into()),
+            ),
+            None => (LiveToken::NotChecked, None),
+            Some(Validation::Authorized) => (
+                LiveToken::Passed,
+                Some(match before {
+                    Some("passed") => "the credentials saved in Entra pass Test Connection".into(),
+                    Some("refused") => "the credentials saved in Entra pass Test Connection again".into(),
+                    Some("applied") => format!(
+                        "Test Connection on the credentials saved in Entra still passes after the old token could be revoked (first check since version {v} was applied)"
+                    ),
+                    _ => format!("the credentials saved in Entra pass Test Connection (first check of version {v})"),
+                }),
+            ),
+            Some(Validation::Refused(why)) => (
+                LiveToken::Refused,
+                Some(format!(
+                    "Apple REFUSES the live token (version {v}, {}) at Test Connection on the saved credentials: {why}",
+                    self.applied_when(info, v)
+                )),
+            ),
+        }
+    }
+
+    /// `applied TIME`, as recorded at the apply, or `applied earlier`.
+    fn applied_when(&self, info: &SecretInfo, version: &str) -> String {
+        match recorded(info, TAG_APPLIED_AT).and_then(|t| t.split_once('@')).filter(|(v, _)| *v == version) {
+            Some((_, at)) => format!("applied {at}"),
+            None => "applied earlier".into(),
+        }
+    }
+
+    /// Records a live test and alerts once per series: `live_token_refused`
+    /// when Apple refuses the live token, `live_token_ok` when it passes
+    /// again. Neither writes to Entra nor moves a label: a refused live token
+    /// is never un-applied or rolled back (the admin may have revoked the
+    /// previous one).
+    fn watch_live(
+        &self,
+        info: &SecretInfo,
+        live: &Live,
+        tested: Option<Validation>,
+        alerts: &mut Vec<Alert>,
+        tags: &mut Vec<(String, String)>,
+    ) {
+        let Some(tested) = tested else { return };
+        let v = live.version_id.as_str();
+        let alerted = recorded(info, TAG_LIVE_REFUSED_ALERTED);
+        record(tags, TAG_LIVE_CHECKED, format_date(self.now));
+        match tested {
+            Validation::Authorized => {
+                record(tags, TAG_LIVE_TOKEN, format!("{v}:passed"));
+                if let Some(refused) = alerted.filter(|a| *a != SERIES_CLOSED) {
+                    let detail = format!(
+                        "Test Connection on the credentials saved in Entra passes again (version {v} is live; the refusal was reported for version {refused})"
+                    );
+                    alerts.push(
+                        Alert::new(AlertKind::LiveTokenOk, &self.facts(Some(v), Some(&live.expiry), detail))
+                            .recorded_as(TAG_LIVE_REFUSED_ALERTED, SERIES_CLOSED),
+                    );
+                }
+            }
+            Validation::Refused(why) => {
+                record(tags, TAG_LIVE_TOKEN, format!("{v}:refused"));
+                // An expired token is refused as expected: `expired` says so, daily.
+                if alerted == Some(v) || live.expiry.at <= self.now {
+                    return;
+                }
+                let detail = format!(
+                    "Test Connection on the credentials saved in Entra was refused: {why}. The live token is version {v}, {}; Apple no longer accepts it",
+                    self.applied_when(info, v)
+                );
+                warn!(secret_id = self.id(), version_id = %v, "Apple refuses the live token");
+                alerts.push(
+                    Alert::new(AlertKind::LiveTokenRefused, &self.facts(Some(v), Some(&live.expiry), detail))
+                        .recorded_as(TAG_LIVE_REFUSED_ALERTED, v),
+                );
+            }
+        }
+    }
+
     async fn check(&self, info: &SecretInfo) -> Result<TargetResult, Failure> {
         let current = info.version_with(LABEL_CURRENT).map(str::to_owned);
         let live = self.applied_live(info).await?;
@@ -791,6 +970,13 @@ impl Renewal<'_> {
         let app = self.app();
         let job = self.find_job(&app).await?;
         let job_state: Job = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
+        if let Some(live) = &live {
+            // Reported only: `check` records nothing and alerts nobody.
+            let tested = self.test_live(&app, &job, info, false).await?;
+            let (state, note) = self.live_note(info, live, tested.as_ref());
+            r.live_token = Some(state);
+            notes.extend(note);
+        }
         if let Some(q) = &job_state.quarantine {
             notes.push(format!("the job is in quarantine ({})", q.reason));
         }
@@ -852,6 +1038,17 @@ fn expiry_note(e: &Expiry, now: Timestamp) -> String {
     } else {
         format!("the applied token expires on {} ({days} day(s) left, {})", format_date(e.at), e.source.as_str())
     }
+}
+
+/// A value the relay recorded on the secret (dedupe and series tags). Read
+/// them only through here, so that their values can be sealed in one place.
+fn recorded<'a>(info: &'a SecretInfo, tag: &str) -> Option<&'a str> {
+    info.tags.get(tag).map(String::as_str)
+}
+
+/// Records `tag = value` with this run's outcome tags (the counterpart of [`recorded`]).
+fn record(tags: &mut Vec<(String, String)>, tag: &str, value: impl Into<String>) {
+    tags.push((tag.to_owned(), value.into()));
 }
 
 /// Secrets Manager tag values allow letters, digits, spaces and `_.:/=+-@`.
