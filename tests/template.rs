@@ -784,6 +784,7 @@ fn the_function_is_the_binary_the_demo_runs() {
 fn emitted_metrics() -> BTreeMap<String, BTreeSet<Vec<String>>> {
     let mut ok = TargetResult::new("scim-relay/abm", Outcome::Unchanged, "");
     ok.days_left = Some(12);
+    ok.live_token = Some(scim_relay::renew::LiveToken::Passed);
     let report = RunReport { results: vec![ok], undelivered: vec![] };
     let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
     for line in scim_relay::metrics::emf_lines(&report, 0, 1_700_000_000_000) {
@@ -826,7 +827,7 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
             .into_iter()
             .map(|(id, a)| (id, a["Properties"].clone()))
             .collect();
-        assert_eq!(alarms.len(), 3, "errors, heartbeat and days-left alarms");
+        assert_eq!(alarms.len(), 4, "errors, heartbeat, days-left and live-token alarms");
         for (id, a) in &alarms {
             assert_eq!(a["AlarmActions"], json!([topic]), "{id} notifies the alert topic");
             if a["Namespace"] == scim_relay::metrics::NAMESPACE {
@@ -864,6 +865,12 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
         assert!(dl.get("Dimensions").is_none(), "the dimensionless DaysLeft covers every target");
         assert_eq!((dl["Statistic"].as_str(), dl["Threshold"].as_i64()), (Some("Minimum"), Some(7)));
         assert_eq!(dl["ComparisonOperator"], "LessThanThreshold");
+
+        let lt = by_metric("LiveTokenValid");
+        assert!(lt.get("Dimensions").is_none(), "the dimensionless LiveTokenValid covers every target");
+        assert_eq!((lt["Statistic"].as_str(), lt["Threshold"].as_i64()), (Some("Minimum"), Some(1)));
+        assert_eq!(lt["ComparisonOperator"], "LessThanThreshold");
+        assert_eq!(lt["TreatMissingData"], "ignore", "daily mode reports once a day");
 
         let errors = by_metric("Errors");
         assert_eq!(errors["Namespace"], "AWS/Lambda");
