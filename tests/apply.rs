@@ -129,11 +129,16 @@ async fn rejected_leaves_entra_untouched_and_is_not_retried_until_forced() {
     assert!(alerts[1].0.contains("refused"), "{}", alerts[1].0);
     assert!(alerts[1].1.contains("still uses the previous token"));
 
-    // Not tried again: no validateCredentials with the new token, no alert.
+    // Not tried again: no validateCredentials with the new token (only the
+    // live check on the saved credentials), no alert.
     w.sim.clear_requests();
     let r = w.sync().await;
     assert_eq!(outcome(&r), Outcome::Unchanged);
-    assert!(!w.sim.requests().iter().any(|q| q.route == Some(Route::ValidateCredentials)));
+    assert!(!w
+        .sim
+        .requests()
+        .iter()
+        .any(|q| q.route == Some(Route::ValidateCredentials) && !q.body.contains("\"useSavedCredentials\":true")));
     assert_eq!(w.alerts().await.len(), 2);
 
     // Forced: tried again; Apple now accepts it, so it is applied.
@@ -369,7 +374,13 @@ async fn check_writes_nothing_anywhere() {
     assert_eq!(w.tags().await, tags);
     assert_eq!(w.alerts().await.len(), alerts);
     assert_eq!(w.entra_writes(), 0);
-    assert!(!w.sim.requests().iter().any(|q| q.route == Some(Route::ValidateCredentials)));
+    // The pending token is not tested; the live check tests what Entra holds.
+    assert!(!w
+        .sim
+        .requests()
+        .iter()
+        .any(|q| q.route == Some(Route::ValidateCredentials) && !q.body.contains("\"useSavedCredentials\":true")));
+    assert_eq!(res.live_token, Some(scim_relay::renew::LiveToken::Passed));
 }
 
 #[tokio::test]
