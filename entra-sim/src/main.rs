@@ -3,7 +3,7 @@
 //! ```text
 //! entra-sim [--listen 127.0.0.1:8765] [--client-id ID] [--client-secret S]
 //!           [--token-lifetime SECS] [--job SP/JOB[=Code]]... [--accept-all]
-//!           [--latency-ms MS] [--throttle-every N [--throttle-burst B]
+//!           [--saved-token TOKEN] [--latency-ms MS] [--throttle-every N [--throttle-burst B]
 //!           [--throttle-retry-after SECS]]
 //! ```
 
@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 const USAGE: &str = "\
 usage: entra-sim [--listen ADDR] [--client-id ID] [--client-secret SECRET]
                  [--token-lifetime SECS] [--job SP/JOB[=Code]]... [--accept-all]
-                 [--latency-ms MS] [--throttle-every N [--throttle-burst B]
+                 [--saved-token TOKEN] [--latency-ms MS] [--throttle-every N [--throttle-burst B]
                  [--throttle-retry-after SECS]]
 
   --listen ADDR          address to bind (default 127.0.0.1:8765)
@@ -27,6 +27,8 @@ usage: entra-sim [--listen ADDR] [--client-id ID] [--client-secret SECRET]
   --token-lifetime SECS  access token lifetime (default 3599)
   --job SP/JOB[=Code]    add a synchronization job (Code defaults to Active)
   --accept-all           \"Apple\" accepts every SCIM token not explicitly refused
+  --saved-token TOKEN    every --job's service principal starts with this token (and
+                         the ABM Tenant URL) saved, as if it were applied earlier
   --latency-ms MS        answer every Graph/login request MS milliseconds late
   --throttle-every N     of every N Graph/login requests, answer the last B with 429
   --throttle-burst B     how many per period (default 1; less than N)
@@ -47,6 +49,7 @@ struct Args {
     config: SimConfig,
     jobs: Vec<JobArg>,
     accept_all: bool,
+    saved_token: Option<String>,
     latency_ms: Option<u64>,
     throttle: Option<Throttle>,
 }
@@ -74,6 +77,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         config: SimConfig::default(),
         jobs: Vec::new(),
         accept_all: false,
+        saved_token: None,
         latency_ms: None,
         throttle: None,
     };
@@ -102,6 +106,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             }
             "--job" => parsed.jobs.push(parse_job(&value()?)?),
             "--accept-all" if inline.is_none() => parsed.accept_all = true,
+            "--saved-token" => parsed.saved_token = Some(value()?),
             "--latency-ms" => parsed.latency_ms = Some(number(&flag, value()?)?),
             "--throttle-every" => every = Some(number(&flag, value()?)?),
             "--throttle-burst" => (burst, throttle_detail) = (number(&flag, value()?)?, true),
@@ -149,6 +154,9 @@ async fn main() -> ExitCode {
     };
     for job in &args.jobs {
         sim.add_job(&job.sp, &job.job, &job.code);
+        if let Some(token) = &args.saved_token {
+            sim.set_saved_credentials(&job.sp, "https://federation.apple.com/feeds/business/scim", token);
+        }
     }
     sim.set_accept_all(args.accept_all);
     if let Some(ms) = args.latency_ms {
@@ -183,6 +191,7 @@ mod tests {
             "--job",
             "sp1/job2=Quarantine",
             "--accept-all",
+            "--saved-token=tok",
         ]) else {
             panic!("should parse");
         };
@@ -190,6 +199,7 @@ mod tests {
         assert_eq!(args.config.client_id, "abc");
         assert_eq!(args.config.client_secret, "xyz");
         assert!(args.accept_all);
+        assert_eq!(args.saved_token.as_deref(), Some("tok"));
         assert_eq!(args.jobs.len(), 2);
         assert_eq!(args.jobs[0].code, "Active");
         assert_eq!(args.jobs[1].code, "Quarantine");
