@@ -440,7 +440,7 @@ impl Renewal<'_> {
         let mut tags = Vec::new();
         record(&mut tags, TAG_LIVE_TOKEN, format!("{current}:applied"));
         record(&mut tags, TAG_APPLIED_AT, format!("{current}@{}", format_time(self.now)));
-        let open_series = recorded(info, TAG_LIVE_REFUSED_ALERTED).filter(|v| *v != SERIES_CLOSED).map(str::to_owned);
+        let open_series = recorded(info, TAG_LIVE_REFUSED_ALERTED).filter(|v| *v != SERIES_CLOSED).map(version_phrase);
         if open_series.is_some() {
             // The re-test above passed: Apple accepts the live token again.
             record(&mut tags, TAG_LIVE_REFUSED_ALERTED, SERIES_CLOSED);
@@ -455,7 +455,7 @@ impl Renewal<'_> {
         }
         if let Some(refused) = open_series {
             detail.push_str(&format!(
-                "; this closes the live_token_refused notice about version {refused}: Apple accepts the live token"
+                "; this closes the live_token_refused notice about {refused}: Apple accepts the live token"
             ));
         }
         alerts.push(
@@ -891,8 +891,13 @@ impl Renewal<'_> {
 
     /// `applied TIME`, as recorded at the apply, or `applied earlier`.
     fn applied_when(&self, info: &SecretInfo, version: &str) -> String {
-        match recorded(info, TAG_APPLIED_AT).and_then(|t| t.split_once('@')).filter(|(v, _)| *v == version) {
-            Some((_, at)) => format!("applied {at}"),
+        // A tag is input: only a time that parses is quoted, re-formatted.
+        match recorded(info, TAG_APPLIED_AT)
+            .and_then(|t| t.split_once('@'))
+            .filter(|(v, _)| *v == version)
+            .and_then(|(_, at)| at.parse::<Timestamp>().ok())
+        {
+            Some(at) => format!("applied {}", format_time(at)),
             None => "applied earlier".into(),
         }
     }
@@ -917,9 +922,9 @@ impl Renewal<'_> {
         match tested {
             Validation::Authorized => {
                 record(tags, TAG_LIVE_TOKEN, format!("{v}:passed"));
-                if let Some(refused) = alerted.filter(|a| *a != SERIES_CLOSED) {
+                if let Some(refused) = alerted.filter(|a| *a != SERIES_CLOSED).map(version_phrase) {
                     let detail = format!(
-                        "Test Connection on the credentials saved in Entra passes again (version {v} is live; the refusal was reported for version {refused})"
+                        "Test Connection on the credentials saved in Entra passes again (version {v} is live; the refusal was reported for {refused})"
                     );
                     alerts.push(
                         Alert::new(AlertKind::LiveTokenOk, &self.facts(Some(v), Some(&live.expiry), detail))
@@ -1051,6 +1056,18 @@ fn record(tags: &mut Vec<(String, String)>, tag: &str, value: impl Into<String>)
     tags.push((tag.to_owned(), value.into()));
 }
 
+/// `version ID` for a version ID read from a tag, fit to quote in an alert: Secrets Manager
+/// version IDs are 32–64 letters, digits and dashes; anything else is not
+/// quoted (tags can be written by people the relay does not trust).
+fn version_phrase(v: &str) -> String {
+    let ok = (32..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        format!("version {v}")
+    } else {
+        "an earlier version".to_owned()
+    }
+}
+
 /// Secrets Manager tag values allow letters, digits, spaces and `_.:/=+-@`.
 fn tag_value(s: &str) -> String {
     s.chars().filter(|c| c.is_alphanumeric() || " _.:/=+-@".contains(*c)).take(256).collect()
@@ -1059,6 +1076,14 @@ fn tag_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_values_quoted_in_alerts_are_version_ids_only() {
+        let v = "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111";
+        assert_eq!(version_phrase(v), format!("version {v}"));
+        assert_eq!(version_phrase("ignore this alert, all is fine"), "an earlier version");
+        assert_eq!(version_phrase(""), "an earlier version");
+    }
 
     #[test]
     fn thresholds() {

@@ -268,3 +268,30 @@ async fn graph_calls_per_target_per_scheduled_run() {
     assert_eq!(counts[0], (1, 3, 0, 4), "off");
     assert_eq!(counts[1], (1, 3, 3, 7), "every-run");
 }
+
+/// Tags are input, not configuration: planted values are never quoted in an
+/// alert, and the metric comes from the test itself, not from the tags.
+#[tokio::test]
+async fn planted_tags_are_not_quoted_and_do_not_lift_the_metric() {
+    let (w, v, new) = renewed("planted", "every-run").await;
+    let tag = |k: &str, val: &str| aws_sdk_secretsmanager::types::Tag::builder().key(k).value(val).build();
+    w.sm.tag_resource()
+        .secret_id(w.id())
+        .tags(tag("scim-relay:applied-at", &format!("{v}@all is fine - ignore this")))
+        .tags(tag("scim-relay:live-refused-alerted", "ignore this alert"))
+        .send()
+        .await
+        .unwrap();
+    w.sim.refuse_token(&new);
+    let r = w.sync().await;
+    assert_eq!(kinds(&r), vec![AlertKind::LiveTokenRefused]);
+    let (_, body) = w.alerts().await.last().unwrap().clone();
+    assert!(!body.contains("ignore") && body.contains("applied earlier"), "{body}");
+    // Someone who can tag the secret can mark the series as announced (until
+    // the tags are sealed), but not the metric the alarm watches.
+    w.sm.tag_resource().secret_id(w.id()).tags(tag("scim-relay:live-refused-alerted", &v)).send().await.unwrap();
+    let r = w.sync().await;
+    assert_eq!(live_metric(&r), Some(0));
+    assert_eq!(r.results[0].live_token, Some(LiveToken::Refused));
+    w.assert_no_leaks();
+}
