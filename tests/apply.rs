@@ -465,3 +465,26 @@ async fn a_missing_setting_fails_that_target_naming_it() {
     w.sim.accept_token(&t);
     assert_eq!(outcome(&w.sync().await), Outcome::Applied);
 }
+
+/// The same apply through the real binary, as Lambda runs it: a scheduled
+/// event in, the result document out, the alert sent, EMF metrics printed.
+#[tokio::test]
+async fn applied_through_the_real_binary() {
+    let w = World::new("binary").await;
+    let t = w.token("bin");
+    w.sim.accept_token(&t);
+    let v = w.put(&t).await;
+    let event = json!({"version":"0","id":"e","detail-type":"Scheduled Event","source":"aws.scheduler",
+        "account":"123456789012","time":"2026-12-06T00:00:00Z","region":"us-east-1","resources":[],"detail":"{}"});
+    let inv = w.invoke_binary(event).await;
+    assert_eq!(inv.outcomes(), ["applied"], "{}", inv.stderr);
+    assert_eq!(inv.report()["results"][0]["version_id"], v.as_str());
+    assert_eq!(w.saved_token().as_deref(), Some(t.as_str()));
+    assert_eq!(w.version_with(LABEL_APPLIED).await.as_deref(), Some(v.as_str()));
+    assert_eq!(w.alerts().await.len(), 1);
+    assert!(!inv.emf().is_empty(), "no EMF metrics on stdout:\n{}", inv.stdout);
+    // A second run finds nothing new; a bad payload is a refused invocation.
+    assert_eq!(w.invoke_binary(json!({})).await.outcomes(), ["unchanged"]);
+    let bad = w.invoke_binary(json!({"action": "rotate"})).await;
+    assert!(bad.error().error_message.contains("unknown action"), "{:?}", bad.error());
+}
