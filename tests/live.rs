@@ -43,6 +43,13 @@ fn live_metric(r: &RunReport) -> Option<i64> {
     first.get("LiveTokenValid").and_then(Value::as_i64)
 }
 
+/// The value of a sealed record (`VALUE@MAC`), without its seal.
+fn record(tags: &std::collections::HashMap<String, String>, key: &str) -> String {
+    let raw = &tags[key];
+    assert!(raw.contains('@'), "{key} is sealed: {raw}");
+    raw.rsplit_once('@').unwrap().0.to_owned()
+}
+
 fn validations(w: &World) -> usize {
     w.sim
         .requests()
@@ -54,14 +61,14 @@ fn validations(w: &World) -> usize {
 #[tokio::test]
 async fn first_check_after_applied_confirms_the_old_token_could_be_revoked() {
     let (w, v, _) = renewed("confirm", "every-run").await;
-    assert_eq!(w.tags().await["scim-relay:live-token"], format!("{v}:applied"));
+    assert_eq!(record(&w.tags().await, "scim-relay:live-token"), format!("{v}:applied"));
     let r = w.sync().await;
     let t = &r.results[0];
     assert_eq!((t.outcome, t.live_token), (Outcome::Unchanged, Some(LiveToken::Passed)));
     assert!(t.message.contains("still passes after the old token could be revoked"), "{}", t.message);
     assert_eq!(live_metric(&r), Some(1));
     assert!(kinds(&r).is_empty(), "the good case is recorded, not announced");
-    assert_eq!(w.tags().await["scim-relay:live-token"], format!("{v}:passed"));
+    assert_eq!(record(&w.tags().await, "scim-relay:live-token"), format!("{v}:passed"));
     // Later runs just say it passes.
     let t = &w.sync().await.results[0];
     assert!(t.message.contains("pass Test Connection") && !t.message.contains("revoked"), "{}", t.message);
@@ -103,8 +110,8 @@ async fn wrong_token_discarded_alerts_once_across_three_runs() {
     assert_eq!(w.version_with("SCIM_RELAY_APPLIED").await.as_deref(), Some(v.as_str()));
     assert!(w.version_with("SCIM_RELAY_REJECTED").await.is_none());
     let tags = w.tags().await;
-    assert_eq!(tags["scim-relay:live-token"], format!("{v}:refused"));
-    assert_eq!(tags["scim-relay:live-refused-alerted"], v);
+    assert_eq!(record(&tags, "scim-relay:live-token"), format!("{v}:refused"));
+    assert_eq!(record(&tags, "scim-relay:live-refused-alerted"), v);
 
     // Apple accepts it again (say the token was not revoked after all): one
     // `live_token_ok` closes the series.
@@ -113,7 +120,7 @@ async fn wrong_token_discarded_alerts_once_across_three_runs() {
     assert_eq!(r.results[0].live_token, Some(LiveToken::Passed));
     assert!(r.results[0].message.contains("again"), "{}", r.results[0].message);
     assert_eq!(kinds(&r), vec![AlertKind::LiveTokenOk]);
-    assert_eq!(w.tags().await["scim-relay:live-refused-alerted"], "none");
+    assert_eq!(record(&w.tags().await, "scim-relay:live-refused-alerted"), "none");
     assert!(kinds(&w.sync().await).is_empty());
     // A later refusal is a new series.
     w.sim.refuse_token(&new);
@@ -136,8 +143,8 @@ async fn a_new_token_applied_closes_the_series() {
     let (_, body) = w.alerts().await.last().unwrap().clone();
     assert!(body.contains(&format!("closes the live_token_refused notice about version {v}")), "{body}");
     let tags = w.tags().await;
-    assert_eq!(tags["scim-relay:live-refused-alerted"], "none");
-    assert_eq!(tags["scim-relay:live-token"], format!("{v3}:applied"));
+    assert_eq!(record(&tags, "scim-relay:live-refused-alerted"), "none");
+    assert_eq!(record(&tags, "scim-relay:live-token"), format!("{v3}:applied"));
     // The next run confirms the new token, with no second closing notice.
     let r = w.sync().await;
     assert_eq!(r.results[0].live_token, Some(LiveToken::Passed));
@@ -157,7 +164,7 @@ async fn transient_failure_of_the_saved_credentials_test_is_failed_not_refused()
     assert_eq!(live_metric(&r), None, "no data point: the test did not finish");
     let tags = w.tags().await;
     assert!(!tags.contains_key("scim-relay:live-refused-alerted"));
-    assert!(!tags["scim-relay:live-token"].ends_with(":refused"));
+    assert!(!record(&tags, "scim-relay:live-token").ends_with(":refused"));
     // Graph recovers: the live token passes, nothing about a refusal is sent.
     w.sim.set_fault_always(Route::ValidateCredentials, None);
     let r = w.sync().await;
@@ -287,10 +294,11 @@ async fn planted_tags_are_not_quoted_and_do_not_lift_the_metric() {
     assert_eq!(kinds(&r), vec![AlertKind::LiveTokenRefused]);
     let (_, body) = w.alerts().await.last().unwrap().clone();
     assert!(!body.contains("ignore") && body.contains("applied earlier"), "{body}");
-    // Someone who can tag the secret can mark the series as announced (until
-    // the tags are sealed), but not the metric the alarm watches.
+    // A forged "already announced" record is no record: the alert repeats,
+    // and the metric comes from the test, never from tags.
     w.sm.tag_resource().secret_id(w.id()).tags(tag("scim-relay:live-refused-alerted", &v)).send().await.unwrap();
     let r = w.sync().await;
+    assert_eq!(kinds(&r), vec![AlertKind::LiveTokenRefused]);
     assert_eq!(live_metric(&r), Some(0));
     assert_eq!(r.results[0].live_token, Some(LiveToken::Refused));
     w.assert_no_leaks();
