@@ -10,7 +10,7 @@ use common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::alert::AlertKind;
 use scim_relay::relay::RunReport;
-use scim_relay::renew::{LiveToken, Outcome, Step};
+use scim_relay::renew::{LiveToken, Outcome};
 use serde_json::{json, Value};
 
 const EXPIRY: &str = "2030-06-30T00:00:00Z";
@@ -58,46 +58,95 @@ fn validations(w: &World) -> usize {
         .count()
 }
 
+// ------------------------------------------- through the real binary --
+//
+// These run target/debug/scim-relay through a Lambda Runtime API emulator,
+// with the real clock; the daily mode, which needs a clock to move, is
+// tested in-process below.
+
+fn scheduled() -> Value {
+    json!({"version":"0","id":"e","detail-type":"Scheduled Event","source":"aws.scheduler","account":"123456789012",
+        "time":"2026-12-06T00:00:00Z","region":"us-east-1","resources":[],"detail":"{}"})
+}
+
+/// Like [`renewed`], through the binary and on the real clock.
+async fn renewed_binary(name: &str, live_check: &str) -> (World, String, String) {
+    let mut w = World::new(name).await;
+    w.env.insert("SCIM_RELAY_LIVE_CHECK".into(), live_check.into());
+    let old = w.token("old");
+    let new = w.token("new");
+    w.sim.accept_token(&old);
+    w.sim.accept_token(&new);
+    w.put(&json!({"token": old, "expires_at": "2029-01-01"}).to_string()).await;
+    assert_eq!(w.invoke_binary(scheduled()).await.outcomes(), ["applied"]);
+    let v = w.put(&json!({"token": new, "expires_at": EXPIRY}).to_string()).await;
+    assert_eq!(w.invoke_binary(scheduled()).await.outcomes(), ["applied"]);
+    (w, v, new)
+}
+
+fn target(inv: &Invocation) -> &Value {
+    &inv.report()["results"][0]
+}
+
+fn alert_kinds(inv: &Invocation) -> Vec<String> {
+    target(inv)["alerts"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+}
+
+/// `LiveTokenValid` from the binary's EMF documents, with its dimensions.
+fn live_valid(inv: &Invocation) -> Option<i64> {
+    inv.emf().iter().find_map(|d| {
+        let v = d.get("LiveTokenValid")?.as_i64()?;
+        let directive = d["_aws"]["CloudWatchMetrics"]
+            .as_array()?
+            .iter()
+            .find(|m| m["Metrics"].as_array().is_some_and(|ms| ms.iter().any(|x| x["Name"] == "LiveTokenValid")))?;
+        assert_eq!(directive["Namespace"], "ScimRelay");
+        assert!(directive["Dimensions"].as_array()?.contains(&json!([])), "dimensionless, for the alarm");
+        Some(v)
+    })
+}
+
 #[tokio::test]
 async fn first_check_after_applied_confirms_the_old_token_could_be_revoked() {
-    let (w, v, _) = renewed("confirm", "every-run").await;
+    let (w, v, _) = renewed_binary("confirm", "every-run").await;
     assert_eq!(record(&w.tags().await, "scim-relay:live-token"), format!("{v}:applied"));
-    let r = w.sync().await;
-    let t = &r.results[0];
-    assert_eq!((t.outcome, t.live_token), (Outcome::Unchanged, Some(LiveToken::Passed)));
-    assert!(t.message.contains("still passes after the old token could be revoked"), "{}", t.message);
-    assert_eq!(live_metric(&r), Some(1));
-    assert!(kinds(&r).is_empty(), "the good case is recorded, not announced");
+    let inv = w.invoke_binary(scheduled()).await;
+    let t = target(&inv);
+    assert_eq!((t["outcome"].as_str(), t["live_token"].as_str()), (Some("unchanged"), Some("passed")));
+    let msg = t["message"].as_str().unwrap();
+    assert!(msg.contains("still passes after the old token could be revoked"), "{msg}");
+    assert_eq!(live_valid(&inv), Some(1));
+    assert!(alert_kinds(&inv).is_empty(), "the good case is recorded, not announced");
     assert_eq!(record(&w.tags().await, "scim-relay:live-token"), format!("{v}:passed"));
     // Later runs just say it passes.
-    let t = &w.sync().await.results[0];
-    assert!(t.message.contains("pass Test Connection") && !t.message.contains("revoked"), "{}", t.message);
-    let json = serde_json::to_value(t).unwrap();
-    assert_eq!(json["live_token"], "passed");
-    w.assert_no_leaks();
+    let inv = w.invoke_binary(scheduled()).await;
+    let msg = target(&inv)["message"].as_str().unwrap();
+    assert!(msg.contains("pass Test Connection") && !msg.contains("revoked"), "{msg}");
 }
 
 #[tokio::test]
 async fn wrong_token_discarded_alerts_once_across_three_runs() {
-    let (w, v, new) = renewed("wrongtoken", "every-run").await;
+    let (w, v, new) = renewed_binary("wrongtoken", "every-run").await;
     let applied_alerts = w.alerts().await.len();
     let writes = w.entra_writes();
     // The admin revoked the new token in ABM instead of the old one.
     w.sim.refuse_token(&new);
     let mut sent = Vec::new();
     for run in 0..3 {
-        let r = w
-            .invoke(json!({"version":"0","detail-type":"Scheduled Event","source":"aws.scheduler","detail":"{}"}))
-            .await
-            .unwrap();
-        assert!(r.error_summary().is_none(), "a refused live token is no invocation error: {:?}", r.error_summary());
-        let t = &r.results[0];
-        assert_eq!((t.outcome, t.live_token), (Outcome::Unchanged, Some(LiveToken::Refused)), "run {run}");
-        assert!(t.message.contains("REFUSES the live token") && t.message.contains(&v), "{}", t.message);
-        assert_eq!(live_metric(&r), Some(0), "run {run}");
-        sent.extend(kinds(&r));
+        let inv = w.invoke_binary(scheduled()).await;
+        // A refused live token is no invocation error (retrying cannot help).
+        let t = target(&inv);
+        assert_eq!(
+            (t["outcome"].as_str(), t["live_token"].as_str()),
+            (Some("unchanged"), Some("refused")),
+            "run {run}"
+        );
+        let msg = t["message"].as_str().unwrap();
+        assert!(msg.contains("REFUSES the live token") && msg.contains(&v), "{msg}");
+        assert_eq!(live_valid(&inv), Some(0), "run {run}");
+        sent.extend(alert_kinds(&inv));
     }
-    assert_eq!(sent, vec![AlertKind::LiveTokenRefused], "one alert across three runs");
+    assert_eq!(sent, ["live_token_refused"], "one alert across three runs");
     let alerts = w.alerts().await;
     assert_eq!(alerts.len(), applied_alerts + 1);
     let (subject, body) = alerts.last().unwrap();
@@ -113,65 +162,120 @@ async fn wrong_token_discarded_alerts_once_across_three_runs() {
     assert_eq!(record(&tags, "scim-relay:live-token"), format!("{v}:refused"));
     assert_eq!(record(&tags, "scim-relay:live-refused-alerted"), v);
 
-    // Apple accepts it again (say the token was not revoked after all): one
+    // Apple accepts it again (the token was not revoked after all): one
     // `live_token_ok` closes the series.
     w.sim.accept_token(&new);
-    let r = w.sync().await;
-    assert_eq!(r.results[0].live_token, Some(LiveToken::Passed));
-    assert!(r.results[0].message.contains("again"), "{}", r.results[0].message);
-    assert_eq!(kinds(&r), vec![AlertKind::LiveTokenOk]);
+    let inv = w.invoke_binary(scheduled()).await;
+    assert_eq!(target(&inv)["live_token"], "passed");
+    assert!(target(&inv)["message"].as_str().unwrap().contains("again"));
+    assert_eq!(alert_kinds(&inv), ["live_token_ok"]);
+    assert_eq!(live_valid(&inv), Some(1));
     assert_eq!(record(&w.tags().await, "scim-relay:live-refused-alerted"), "none");
-    assert!(kinds(&w.sync().await).is_empty());
+    assert!(alert_kinds(&w.invoke_binary(scheduled()).await).is_empty());
     // A later refusal is a new series.
     w.sim.refuse_token(&new);
-    assert_eq!(kinds(&w.sync().await), vec![AlertKind::LiveTokenRefused]);
-    w.assert_no_leaks();
+    assert_eq!(alert_kinds(&w.invoke_binary(scheduled()).await), ["live_token_refused"]);
 }
 
 #[tokio::test]
 async fn a_new_token_applied_closes_the_series() {
-    let (w, v, new) = renewed("closes", "every-run").await;
+    let (w, v, new) = renewed_binary("closes", "every-run").await;
     w.sim.refuse_token(&new);
-    assert_eq!(kinds(&w.sync().await), vec![AlertKind::LiveTokenRefused]);
+    assert_eq!(alert_kinds(&w.invoke_binary(scheduled()).await), ["live_token_refused"]);
     // The admin follows the alert: a new token, stored and applied.
     let fresh = w.token("fresh");
     w.sim.accept_token(&fresh);
     let v3 = w.put(&json!({"token": fresh, "expires_at": EXPIRY}).to_string()).await;
-    let r = w.sync().await;
-    assert_eq!(r.results[0].outcome, Outcome::Applied);
-    assert_eq!(kinds(&r), vec![AlertKind::Applied]);
+    let inv = w.invoke_binary(scheduled()).await;
+    assert_eq!(inv.outcomes(), ["applied"]);
+    assert_eq!(alert_kinds(&inv), ["applied"]);
     let (_, body) = w.alerts().await.last().unwrap().clone();
     assert!(body.contains(&format!("closes the live_token_refused notice about version {v}")), "{body}");
     let tags = w.tags().await;
     assert_eq!(record(&tags, "scim-relay:live-refused-alerted"), "none");
     assert_eq!(record(&tags, "scim-relay:live-token"), format!("{v3}:applied"));
     // The next run confirms the new token, with no second closing notice.
-    let r = w.sync().await;
-    assert_eq!(r.results[0].live_token, Some(LiveToken::Passed));
-    assert!(kinds(&r).is_empty());
-    w.assert_no_leaks();
+    let inv = w.invoke_binary(scheduled()).await;
+    assert_eq!(target(&inv)["live_token"], "passed");
+    assert!(alert_kinds(&inv).is_empty());
+    assert_eq!(live_valid(&inv), Some(1));
 }
 
 #[tokio::test]
 async fn transient_failure_of_the_saved_credentials_test_is_failed_not_refused() {
-    let (w, _, _) = renewed("transient", "every-run").await;
+    let (w, _, _) = renewed_binary("transient", "every-run").await;
+    let before = w.alerts().await.len();
     w.sim.set_fault_always(Route::ValidateCredentials, Some(Fault::Status { code: 503, retry_after: None }));
-    let r = w.sync().await;
-    let t = &r.results[0];
-    assert_eq!((t.outcome, t.failed_step, t.live_token), (Outcome::Failed, Some(Step::TestSavedToken), None));
-    assert!(r.error_summary().is_some(), "failed makes the invocation an error, so Lambda retries");
-    assert_eq!(kinds(&r), vec![AlertKind::Failed]);
-    assert_eq!(live_metric(&r), None, "no data point: the test did not finish");
+    let inv = w.invoke_binary(scheduled()).await;
+    // `failed` makes the invocation an error, so Lambda retries.
+    let e = inv.error();
+    assert!(e.error_message.contains("testing the saved credentials"), "{e:?}");
+    assert!(!e.error_message.to_lowercase().contains("refuse"), "{e:?}");
+    assert_eq!(live_valid(&inv), None, "no data point: the test did not finish");
+    let alerts = w.alerts().await;
+    assert_eq!(alerts.len(), before + 1);
+    assert!(alerts.last().unwrap().0.contains("failed"), "{:?}", alerts.last());
     let tags = w.tags().await;
     assert!(!tags.contains_key("scim-relay:live-refused-alerted"));
     assert!(!record(&tags, "scim-relay:live-token").ends_with(":refused"));
     // Graph recovers: the live token passes, nothing about a refusal is sent.
     w.sim.set_fault_always(Route::ValidateCredentials, None);
-    let r = w.sync().await;
-    assert_eq!((r.results[0].outcome, r.results[0].live_token), (Outcome::Unchanged, Some(LiveToken::Passed)));
-    assert!(!kinds(&r).contains(&AlertKind::LiveTokenRefused) && !kinds(&r).contains(&AlertKind::LiveTokenOk));
-    w.assert_no_leaks();
+    let inv = w.invoke_binary(scheduled()).await;
+    assert_eq!(
+        (target(&inv)["outcome"].as_str(), target(&inv)["live_token"].as_str()),
+        (Some("unchanged"), Some("passed"))
+    );
+    assert!(alert_kinds(&inv).iter().all(|k| !k.starts_with("live_token")));
 }
+
+#[tokio::test]
+async fn check_never_alerts_or_records() {
+    let (w, v, new) = renewed_binary("check", "every-run").await;
+    w.sim.refuse_token(&new);
+    let alerts = w.alerts().await.len();
+    let tags = w.tags().await;
+    for _ in 0..2 {
+        let inv = w.invoke_binary(json!({"action": "check"})).await;
+        let t = target(&inv);
+        assert_eq!((t["outcome"].as_str(), t["live_token"].as_str()), (Some("checked"), Some("refused")));
+        let msg = t["message"].as_str().unwrap();
+        assert!(msg.contains("REFUSES the live token") && msg.contains(&v), "{msg}");
+        assert!(alert_kinds(&inv).is_empty());
+    }
+    assert_eq!(w.alerts().await.len(), alerts, "check sends nothing");
+    assert_eq!(w.tags().await, tags, "check records nothing");
+    // A dry run reports like check.
+    let inv = w.invoke_binary(json!({"dry_run": true})).await;
+    assert_eq!(target(&inv)["live_token"], "refused");
+    assert!(alert_kinds(&inv).is_empty());
+    assert_eq!(w.tags().await, tags, "a dry run records nothing");
+    assert_eq!(w.alerts().await.len(), alerts);
+    // `validate` stays as it was: refused saved credentials → failed.
+    let inv = w.invoke_binary(json!({"action": "validate"})).await;
+    assert!(inv.error().error_message.contains("refused the saved credentials"), "{:?}", inv.error());
+}
+
+#[tokio::test]
+async fn off_never_tests_the_saved_credentials() {
+    let (w, _, new) = renewed_binary("off", "off").await;
+    w.sim.refuse_token(&new);
+    w.sim.clear_requests();
+    let inv = w.invoke_binary(scheduled()).await;
+    assert_eq!(
+        (target(&inv)["outcome"].as_str(), target(&inv)["live_token"].as_str()),
+        (Some("unchanged"), Some("not_checked"))
+    );
+    assert!(alert_kinds(&inv).is_empty());
+    assert_eq!(live_valid(&inv), None);
+    let inv = w.invoke_binary(json!({"action": "check"})).await;
+    assert_eq!(target(&inv)["live_token"], "not_checked");
+    assert_eq!(validations(&w), 0);
+    // A bad value is refused, naming the setting.
+    let inv = w.invoke_binary_env(scheduled(), &[("SCIM_RELAY_LIVE_CHECK", "hourly")]).await;
+    assert!(inv.error().error_message.contains("SCIM_RELAY_LIVE_CHECK"), "{:?}", inv.error());
+}
+
+// ---------------------------------------------------------- in-process --
 
 #[tokio::test]
 async fn daily_mode_tests_once_per_utc_day() {
@@ -202,46 +306,6 @@ async fn daily_mode_tests_once_per_utc_day() {
     let r = w.invoke(json!({"action": "check"})).await.unwrap();
     assert_eq!(r.results[0].live_token, Some(LiveToken::Refused));
     assert_eq!(validations(&w), 3);
-}
-
-#[tokio::test]
-async fn check_never_alerts_or_records() {
-    let (w, v, new) = renewed("check", "every-run").await;
-    w.sim.refuse_token(&new);
-    let alerts = w.alerts().await.len();
-    let tags = w.tags().await;
-    for _ in 0..2 {
-        let r = w.invoke(json!({"action": "check"})).await.unwrap();
-        let t = &r.results[0];
-        assert_eq!((t.outcome, t.live_token), (Outcome::Checked, Some(LiveToken::Refused)));
-        assert!(t.message.contains("REFUSES the live token") && t.message.contains(&v), "{}", t.message);
-        assert!(kinds(&r).is_empty());
-        assert!(r.error_summary().is_none());
-    }
-    assert_eq!(w.alerts().await.len(), alerts, "check sends nothing");
-    assert_eq!(w.tags().await, tags, "check records nothing");
-    // A dry run reports like check.
-    let r = w.invoke(json!({"dry_run": true})).await.unwrap();
-    assert_eq!((r.results[0].live_token, kinds(&r).len()), (Some(LiveToken::Refused), 0));
-    assert_eq!(w.tags().await, tags, "a dry run records nothing");
-    // `validate` stays as it was: the saved credentials are refused → failed.
-    let r = w.invoke(json!({"action": "validate"})).await.unwrap();
-    assert_eq!(r.results[0].outcome, Outcome::Failed);
-    assert_eq!(r.results[0].live_token, None);
-}
-
-#[tokio::test]
-async fn off_never_tests_the_saved_credentials() {
-    let (w, _, new) = renewed("off", "off").await;
-    w.sim.refuse_token(&new);
-    w.sim.clear_requests();
-    let r = w.sync().await;
-    assert_eq!((r.results[0].outcome, r.results[0].live_token), (Outcome::Unchanged, Some(LiveToken::NotChecked)));
-    assert!(kinds(&r).is_empty());
-    let r = w.invoke(json!({"action": "check"})).await.unwrap();
-    assert_eq!(r.results[0].live_token, Some(LiveToken::NotChecked));
-    assert_eq!(validations(&w), 0);
-    assert_eq!(live_metric(&r), None);
 }
 
 #[tokio::test]
