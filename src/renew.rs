@@ -54,13 +54,19 @@ pub const TAG_LIVE_TOKEN: &str = "scim-relay:live-token";
 /// The UTC date of the last Test Connection on the saved credentials
 /// (`SCIM_RELAY_LIVE_CHECK=daily` tests at most once per date).
 pub const TAG_LIVE_CHECKED: &str = "scim-relay:live-checked";
-/// The version whose `live_token_refused` alert was delivered (the series
-/// is open), or [`SERIES_CLOSED`] once `live_token_ok` or an `applied` closed it.
+/// `VERSION:DATE`: the version whose `live_token_refused` alert was
+/// delivered, and the UTC date (the series is open), or [`SERIES_CLOSED`]
+/// once `live_token_ok` or an `applied` closed it. A record older than
+/// [`LIVE_REFUSED_REMINDER_DAYS`] does not hold the alert back: an old
+/// genuine record copied back can delay it by that much at most.
 pub const TAG_LIVE_REFUSED_ALERTED: &str = "scim-relay:live-refused-alerted";
 /// `VERSION TIME`: when the applied version was applied (quoted by the alerts).
 pub const TAG_APPLIED_AT: &str = "scim-relay:applied-at";
 /// The value of [`TAG_LIVE_REFUSED_ALERTED`] when no series is open.
 pub const SERIES_CLOSED: &str = "none";
+/// While Apple keeps refusing the live token, `live_token_refused` is sent
+/// again after this many days.
+pub const LIVE_REFUSED_REMINDER_DAYS: i64 = 7;
 
 /// `expiring` is announced once at each of these days left (inside the window).
 pub const EXPIRY_THRESHOLDS: [i64; 5] = [30, 14, 7, 3, 1];
@@ -571,7 +577,7 @@ impl<'a> Renewal<'a> {
         self.reached(Step::MoveLabel);
         // Read with the previous applied value's key, before the re-keying.
         let open_series =
-            self.recorded(info, TAG_LIVE_REFUSED_ALERTED).filter(|v| *v != SERIES_CLOSED).map(version_phrase);
+            self.recorded(info, TAG_LIVE_REFUSED_ALERTED).filter(|v| *v != SERIES_CLOSED).map(series_version);
         // From now on the records are keyed with the new applied value.
         self.key_seal_with(&current, &info.name).await;
         let mut tags = vec![
@@ -1118,7 +1124,7 @@ impl<'a> Renewal<'a> {
         match tested {
             Validation::Authorized => {
                 tags.push(self.record(TAG_LIVE_TOKEN, &format!("{v}:passed")));
-                if let Some(refused) = alerted.filter(|a| *a != SERIES_CLOSED).map(version_phrase) {
+                if let Some(refused) = alerted.filter(|a| *a != SERIES_CLOSED).map(series_version) {
                     let detail = format!(
                         "Test Connection on the credentials saved in Entra passes again (version {v} is live; the refusal was reported for {refused})"
                     );
@@ -1132,7 +1138,15 @@ impl<'a> Renewal<'a> {
             Validation::Refused(why) => {
                 tags.push(self.record(TAG_LIVE_TOKEN, &format!("{v}:refused")));
                 // An expired token is refused as expected: `expired` says so, daily.
-                if alerted == Some(v) || live.expiry.at <= self.now {
+                let announced = alerted
+                    .and_then(|a| a.split_once(':'))
+                    .filter(|(version, _)| *version == v)
+                    .and_then(|(_, date)| format!("{date}T00:00:00Z").parse::<Timestamp>().ok())
+                    .is_some_and(|at| {
+                        let age = self.now.as_second() - at.as_second();
+                        (0..LIVE_REFUSED_REMINDER_DAYS * 86_400).contains(&age)
+                    });
+                if announced || live.expiry.at <= self.now {
                     return;
                 }
                 let detail = format!(
@@ -1143,7 +1157,7 @@ impl<'a> Renewal<'a> {
                 alerts.push(self.noted(
                     Alert::new(AlertKind::LiveTokenRefused, &self.facts(Some(v), Some(&live.expiry), detail)),
                     TAG_LIVE_REFUSED_ALERTED,
-                    v,
+                    &format!("{v}:{}", format_date(self.now)),
                 ));
             }
         }
@@ -1241,6 +1255,11 @@ fn expiry_note(e: &Expiry, now: Timestamp) -> String {
     } else {
         format!("the applied token expires on {} ({days} day(s) left, {})", format_date(e.at), e.source.as_str())
     }
+}
+
+/// The version a [`TAG_LIVE_REFUSED_ALERTED`] record names, as [`version_phrase`].
+fn series_version(record: &str) -> String {
+    version_phrase(record.split_once(':').map_or(record, |(v, _)| v))
 }
 
 /// `version ID` for a version ID read from a tag, fit to quote in an alert: Secrets Manager

@@ -160,7 +160,7 @@ async fn wrong_token_discarded_alerts_once_across_three_runs() {
     assert!(w.version_with("SCIM_RELAY_REJECTED").await.is_none());
     let tags = w.tags().await;
     assert_eq!(record(&tags, "scim-relay:live-token"), format!("{v}:refused"));
-    assert_eq!(record(&tags, "scim-relay:live-refused-alerted"), v);
+    assert!(record(&tags, "scim-relay:live-refused-alerted").starts_with(&format!("{v}:20")));
 
     // Apple accepts it again (the token was not revoked after all): one
     // `live_token_ok` closes the series.
@@ -366,4 +366,37 @@ async fn planted_tags_are_not_quoted_and_do_not_lift_the_metric() {
     assert_eq!(live_metric(&r), Some(0));
     assert_eq!(r.results[0].live_token, Some(LiveToken::Refused));
     w.assert_no_leaks();
+}
+
+/// Once per series, with a weekly reminder while it lasts; a genuine old
+/// record copied back cannot hold the alert back beyond that week.
+#[tokio::test]
+async fn refusal_is_reminded_weekly_and_a_replayed_record_cannot_silence_it() {
+    let (w, _, new) = renewed("reminder", "every-run").await;
+    let day0 = w.now.load(Ordering::SeqCst);
+    let at_day = |d: f64| w.now.store(day0 + (d * 86_400.0) as i64, Ordering::SeqCst);
+    w.sim.refuse_token(&new);
+    assert_eq!(kinds(&w.sync().await), vec![AlertKind::LiveTokenRefused]);
+    let sealed = w.tags().await["scim-relay:live-refused-alerted"].clone();
+    for d in [0.5, 1.0, 3.0, 6.5] {
+        at_day(d);
+        assert!(kinds(&w.sync().await).is_empty(), "day {d}: same series");
+    }
+    at_day(7.5);
+    assert_eq!(kinds(&w.sync().await), vec![AlertKind::LiveTokenRefused], "weekly reminder");
+    w.sim.accept_token(&new);
+    at_day(8.0);
+    assert_eq!(kinds(&w.sync().await), vec![AlertKind::LiveTokenOk]);
+    // Day 9: the token is refused again, and someone copies the day-0 record back.
+    at_day(9.0);
+    w.sim.refuse_token(&new);
+    w.sm.tag_resource()
+        .secret_id(w.id())
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder().key("scim-relay:live-refused-alerted").value(sealed).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kinds(&w.sync().await), vec![AlertKind::LiveTokenRefused], "an old record does not hold it back");
 }
