@@ -193,6 +193,13 @@ mod tests {
         assert_eq!(a.subject, "scim-relay: new SCIM token applied for scim-relay/abm");
         assert!(a.body.contains("revoke the old token"));
         assert!(a.body.contains("2027-11-20"));
+        let refused = Alert::new(
+            AlertKind::LiveTokenRefused,
+            &AlertFacts { secret_id: "scim-relay/abm".into(), version_id: Some("v2".into()), ..Default::default() },
+        );
+        assert_eq!(refused.subject, "scim-relay: Apple refuses the live SCIM token for scim-relay/abm");
+        assert!(refused.body.contains("wrong token was revoked") && refused.body.contains("store it in the secret"));
+        assert_eq!(AlertKind::LiveTokenOk.as_str(), "live_token_ok");
         let long = Alert::new(AlertKind::Failed, &AlertFacts { secret_id: "x".repeat(200), ..Default::default() });
         assert!(long.subject.len() < 100);
     }
