@@ -15,6 +15,7 @@ pub mod config;
 pub mod credential_watch;
 pub mod graph;
 pub mod handler;
+pub mod invocation_error;
 pub mod metrics;
 pub mod panic;
 pub mod ports;
