@@ -21,5 +21,6 @@ pub mod panic;
 pub mod ports;
 pub mod relay;
 pub mod renew;
+pub mod seal;
 pub mod secret_value;
 pub mod types;
