@@ -309,11 +309,7 @@ async fn expiry_alerts_go_out_while_graph_is_down() {
     assert!(e.error_message.contains("failed"), "{e:?}");
     let days: Vec<i64> = inv.emf().iter().filter_map(|d| d["DaysLeft"].as_i64()).collect();
     assert_eq!(days, [5], "DaysLeft is emitted for the failed target:\n{}", inv.stdout);
-    let outcomes: Vec<String> = inv
-        .emf()
-        .iter()
-        .filter_map(|d| d["Outcome"].as_str().map(str::to_owned))
-        .collect();
+    let outcomes: Vec<String> = inv.emf().iter().filter_map(|d| d["Outcome"].as_str().map(str::to_owned)).collect();
     assert_eq!(outcomes, ["failed"]);
     let alerts = w.alerts().await;
     let new: Vec<&String> = alerts[before..].iter().map(|(s, _)| s).collect();
