@@ -2,9 +2,12 @@
 //!
 //! Cold start: nothing but what the first poll of the Runtime API needs
 //! happens before it. The relay (configuration, AWS and HTTP clients, TLS
-//! roots) is built on a worker thread meanwhile, and the first invocation
-//! awaits it. A configuration error is reported by every invocation
-//! (errorType `Configuration`), not by a crash loop at start-up.
+//! roots) is built by the first invocation, once per process: on a cold
+//! start Lambda has the event waiting, so building it in parallel with the
+//! poll would save nothing but compete with the poll for the CPU (a 128 MB
+//! function has a fraction of one). A configuration error is reported by
+//! every invocation (errorType `Configuration`), not by a crash loop at
+//! start-up.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -57,7 +60,6 @@ async fn relay() -> Result<&'static Relay, InvocationError> {
 async fn main() -> Result<(), Error> {
     scim_relay::panic::install_hook();
     init_tracing();
-    tokio::spawn(relay());
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         // A panic becomes `Internal` (its location is logged by the hook;
         // its payload is withheld, as it could hold anything).
