@@ -42,10 +42,18 @@ pub fn stack_name() -> String {
 }
 
 /// A metric directive: `dimensions` are the dimension sets without the
-/// stack dimension, which is added to each.
-fn directive(dimensions: &[&[&str]], metrics: &[(&str, &str)]) -> Value {
-    let sets: Vec<Vec<&str>> =
-        dimensions.iter().map(|set| std::iter::once(STACK_DIMENSION).chain(set.iter().copied()).collect()).collect();
+/// stack dimension (`[["SecretId"], []]`), which is put first in each.
+fn directive(dimensions: Value, metrics: &[(&str, &str)]) -> Value {
+    let sets: Vec<Value> = dimensions
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|set| {
+            let rest = set.as_array().map(Vec::as_slice).unwrap_or_default();
+            Value::Array(std::iter::once(json!(STACK_DIMENSION)).chain(rest.iter().cloned()).collect())
+        })
+        .collect();
     json!({
         "Namespace": NAMESPACE,
         "Dimensions": sets,
@@ -70,10 +78,10 @@ pub fn emf_lines(report: &RunReport, graph_retries: u64, timestamp_ms: i64) -> V
 pub fn emf_lines_for(stack: &str, report: &RunReport, graph_retries: u64, timestamp_ms: i64) -> Vec<String> {
     let mut lines = Vec::new();
     for r in &report.results {
-        let mut directives = vec![directive(&[&["Outcome"]], &[("Targets", "Count")])];
+        let mut directives = vec![directive(json!([["Outcome"]]), &[("Targets", "Count")])];
         let mut line = json!({"SecretId": r.secret_id, "Outcome": r.outcome.as_str(), "Targets": 1});
         if let Some(days) = r.days_left {
-            directives.push(directive(&[&["SecretId"], &[]], &[("DaysLeft", "None")]));
+            directives.push(directive(json!([["SecretId"], []]), &[("DaysLeft", "None")]));
             line["DaysLeft"] = json!(days);
         }
         lines.push(document(stack, timestamp_ms, line, directives));
@@ -89,7 +97,7 @@ pub fn emf_lines_for(stack: &str, report: &RunReport, graph_retries: u64, timest
         "TargetsFailed": failed,
     });
     let directives = vec![directive(
-        &[&[]],
+        json!([[]]),
         &[
             ("Heartbeat", "Count"),
             ("AlertsSent", "Count"),
