@@ -15,6 +15,8 @@ pub mod config;
 pub mod credential_watch;
 pub mod graph;
 pub mod handler;
+#[cfg(test)]
+pub mod memory;
 pub mod metrics;
 pub mod panic;
 pub mod ports;
