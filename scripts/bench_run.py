@@ -472,6 +472,8 @@ def main():
         results.update(relay_cold_start_s=relay_cold, python_cold_start_s=py_cold, normal_sync_rss_bytes=relay_rss,
                        normal_sync_duration_s=relay_dur, python_rss_bytes=py_rss)
         table.add("cold start, scim-relay (ms)", relay_cold, "ms", floor / 10, f"<= {floor * 100:.1f}")
+        # Issue 13: nothing but the runtime's own setup before the first poll.
+        table.add("  cold start against 6 ms (ms)", relay_cold, "ms", 0.006, "<= 6")
         table.add("cold start, Python floor peer (ms)", py_cold, "ms")
         table.add("peak RSS, normal sync (MB)", relay_rss, "MB", 32 * MB, "<= 32")
         table.add("  normal sync duration (ms)", relay_dur, "ms")

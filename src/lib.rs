@@ -15,6 +15,9 @@ pub mod config;
 pub mod credential_watch;
 pub mod graph;
 pub mod handler;
+pub mod invocation_error;
+#[cfg(test)]
+pub mod memory;
 pub mod metrics;
 pub mod panic;
 pub mod ports;

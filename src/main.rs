@@ -1,15 +1,32 @@
 //! The Lambda binary: decode event → request → relay → result.
+//!
+//! Cold start: nothing but what the first poll of the Runtime API needs
+//! happens before it. The relay (configuration, AWS and HTTP clients, TLS
+//! roots) is built by the first invocation, once per process: on a cold
+//! start Lambda has the event waiting, so building it in parallel with the
+//! poll would save nothing but compete with the poll for the CPU (a 128 MB
+//! function has a fraction of one). A configuration error is reported by
+//! every invocation (errorType `Configuration`), not by a crash loop at
+//! start-up.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures::FutureExt;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
+use scim_relay::config::Defaults;
 use scim_relay::handler::{decode, Decoded};
+use scim_relay::invocation_error::InvocationError;
 use scim_relay::relay::Relay;
 use serde_json::{json, Value};
+use tokio::sync::OnceCell;
 use tracing::{error, info, warn};
 
 /// Lambda's longest timeout, assumed when the runtime sends no deadline.
 const MAX_LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The relay, or why it could not be built; built once per process.
+static RELAY: OnceCell<Result<Relay, InvocationError>> = OnceCell::const_new();
 
 fn init_tracing() {
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
@@ -24,62 +41,83 @@ fn init_tracing() {
     }
 }
 
+async fn build() -> Result<Relay, InvocationError> {
+    let built = match Defaults::from_process_env() {
+        Ok(defaults) => Relay::from_defaults(defaults).await.map_err(InvocationError::Internal),
+        Err(e) => Err(InvocationError::from(e)),
+    };
+    if let Err(e) = &built {
+        error!(error_type = e.error_type(), error = %e.message(), "scim-relay cannot run; every invocation reports this error");
+    }
+    built
+}
+
+async fn relay() -> Result<&'static Relay, InvocationError> {
+    RELAY.get_or_init(build).await.as_ref().map_err(Clone::clone)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     scim_relay::panic::install_hook();
     init_tracing();
-    // A configuration error is reported by every invocation, not by a
-    // crash loop at start-up.
-    let relay = Relay::from_env().await;
-    if let Err(e) = &relay {
-        error!(error = %e, "scim-relay is not configured correctly");
-    }
-    let relay = &relay;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let relay = relay.as_ref().map_err(|e| Error::from(e.clone()))?;
-        let decoded = decode(&event.payload, &relay.defaults).map_err(|e| {
-            error!(error = %e, "invocation refused");
-            Error::from(e.to_string())
-        })?;
-        let req = match decoded {
-            Decoded::Run(req) => req,
-            Decoded::Ignore(why) => {
-                info!(reason = %why, "event needs no action");
-                return Ok(json!({"results": [], "ignored": why}));
-            }
-        };
-        let mut time_left = Duration::from_millis(event.context.deadline.saturating_sub(now_millis()));
-        if time_left.is_zero() {
-            // Lambda always sends a future deadline; some emulators do not.
-            warn!(
-                deadline_ms = event.context.deadline,
-                "the runtime sent no usable deadline; assuming Lambda's maximum of 15 minutes"
-            );
-            time_left = MAX_LAMBDA_TIMEOUT;
-        }
-        let deadline = tokio::time::Instant::now() + time_left;
-        info!(
-            action = ?req.action,
-            targets = ?req.targets,
-            dry_run = req.opts.dry_run,
-            force = req.opts.force,
-            time_left_ms = time_left.as_millis() as u64,
-            "invocation started"
-        );
-        let retries_before = relay.graph().retries();
-        let report = relay.run(&req, Some(deadline)).await;
-        let retries = relay.graph().retries().saturating_sub(retries_before);
-        for line in scim_relay::metrics::emf_lines(&report, retries, now_millis() as i64) {
-            println!("{line}");
-        }
-        let result = serde_json::to_value(&report)?;
-        info!(result = %result, "invocation finished");
-        match report.error_summary() {
-            Some(summary) => Err(Error::from(summary)),
-            None => Ok(result),
-        }
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
+        // A panic becomes `Internal` (its location is logged by the hook;
+        // its payload is withheld, as it could hold anything).
+        AssertUnwindSafe(handle(event)).catch_unwind().await.unwrap_or_else(|_| {
+            Err(InvocationError::Internal(
+                "the function panicked (the log line before this error says where; details are withheld so that \
+                 no secret can leak)"
+                    .into(),
+            ))
+        })
     }))
     .await
+}
+
+async fn handle(event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
+    let relay = relay().await?;
+    let decoded = decode(&event.payload, &relay.defaults).map_err(|e| {
+        error!(error = %e, "invocation refused");
+        InvocationError::from(e)
+    })?;
+    let req = match decoded {
+        Decoded::Run(req) => req,
+        Decoded::Ignore(why) => {
+            info!(reason = %why, "event needs no action");
+            return Ok(json!({"results": [], "ignored": why}));
+        }
+    };
+    let mut time_left = Duration::from_millis(event.context.deadline.saturating_sub(now_millis()));
+    if time_left.is_zero() {
+        // Lambda always sends a future deadline; some emulators do not.
+        warn!(
+            deadline_ms = event.context.deadline,
+            "the runtime sent no usable deadline; assuming Lambda's maximum of 15 minutes"
+        );
+        time_left = MAX_LAMBDA_TIMEOUT;
+    }
+    let deadline = tokio::time::Instant::now() + time_left;
+    info!(
+        action = ?req.action,
+        targets = ?req.targets,
+        dry_run = req.opts.dry_run,
+        force = req.opts.force,
+        time_left_ms = time_left.as_millis() as u64,
+        "invocation started"
+    );
+    let retries_before = relay.graph().retries();
+    let report = relay.run(&req, Some(deadline)).await;
+    let retries = relay.graph().retries().saturating_sub(retries_before);
+    for line in scim_relay::metrics::emf_lines(&report, retries, now_millis() as i64) {
+        println!("{line}");
+    }
+    let result = serde_json::to_value(&report)
+        .map_err(|e| InvocationError::Internal(format!("the result could not be serialized: {e}")))?;
+    info!(result = %result, "invocation finished");
+    match InvocationError::from_report(&report) {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
 }
 
 fn now_millis() -> u64 {

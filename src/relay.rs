@@ -43,29 +43,10 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Why the invocation must be reported as an error, if it must.
+    /// Why the invocation must be reported as an error, if it must: the
+    /// `errorMessage` of [`crate::invocation_error::InvocationError`].
     pub fn error_summary(&self) -> Option<String> {
-        let failed: Vec<String> = self
-            .results
-            .iter()
-            .filter(|r| r.outcome == Outcome::Failed)
-            .map(|r| format!("{}: {}", r.secret_id, r.message))
-            .collect();
-        if failed.is_empty() && self.undelivered.is_empty() {
-            return None;
-        }
-        let mut parts = Vec::new();
-        if !failed.is_empty() {
-            parts.push(format!("{} of {} target(s) failed: {}", failed.len(), self.results.len(), failed.join(" | ")));
-        }
-        if !self.undelivered.is_empty() {
-            parts.push(format!(
-                "{} alert(s) could not be delivered: {}",
-                self.undelivered.len(),
-                self.undelivered.join(" | ")
-            ));
-        }
-        Some(parts.join("; "))
+        crate::invocation_error::InvocationError::from_report(self).map(|e| e.message())
     }
 }
 
@@ -121,6 +102,11 @@ impl Relay {
     /// configuration chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials).
     pub async fn from_env() -> Result<Self, String> {
         let defaults = Defaults::from_process_env().map_err(|e| format!("configuration error: {e}"))?;
+        Self::from_defaults(defaults).await
+    }
+
+    /// Builds the relay for validated `defaults` with the real adapters.
+    pub async fn from_defaults(defaults: Defaults) -> Result<Self, String> {
         // Every AWS call is bounded: a hung connection must not eat the
         // invocation. The SDK's standard retry mode retries throttling, 5xx
         // and transient network errors (3 attempts).

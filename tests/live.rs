@@ -101,7 +101,11 @@ fn live_valid(inv: &Invocation) -> Option<i64> {
             .iter()
             .find(|m| m["Metrics"].as_array().is_some_and(|ms| ms.iter().any(|x| x["Name"] == "LiveTokenValid")))?;
         assert_eq!(directive["Namespace"], "ScimRelay");
-        assert!(directive["Dimensions"].as_array()?.contains(&json!([])), "dimensionless, for the alarm");
+        assert!(
+            directive["Dimensions"].as_array()?.contains(&json!(["FunctionName"])),
+            "without SecretId, for the stack's alarm"
+        );
+        assert!(d["FunctionName"].is_string());
         Some(v)
     })
 }

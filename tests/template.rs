@@ -2,8 +2,9 @@
 //! deploys: the environment it sets is what `scim_relay::config` reads (and
 //! parses), the token rule only matches AWSCURRENT on the target secrets, the
 //! IAM role covers exactly the target secrets, the client-secret secret, the
-//! alert topic and the optional KMS key, and the alarms watch metrics the
-//! binary really emits.
+//! alert topic and the optional KMS key, the alarms and the dashboard watch
+//! metrics the binary really emits (with this stack's FunctionName), and
+//! failed or undeliverable events end where the admin sees them.
 //!
 //! The template is evaluated here with a small interpreter for the intrinsic
 //! functions it uses (Ref, Sub, Join, Split, Select, If, Equals, Not,
@@ -780,23 +781,41 @@ fn the_function_is_the_binary_the_demo_runs() {
     assert!(scalar_json(&lg["Properties"]["RetentionInDays"]).parse::<u32>().is_ok_and(|d| d > 0));
 }
 
-/// Metric names and dimension sets the binary emits, from its own EMF lines.
-fn emitted_metrics() -> BTreeMap<String, BTreeSet<Vec<String>>> {
-    let mut ok = TargetResult::new("scim-relay/abm", Outcome::Unchanged, "");
-    ok.days_left = Some(12);
-    ok.live_token = Some(scim_relay::renew::LiveToken::Passed);
-    let report = RunReport { results: vec![ok], undelivered: vec![] };
-    let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
-    for line in scim_relay::metrics::emf_lines(&report, 0, 1_700_000_000_000) {
+/// One metric as CloudWatch stores it: name and dimensions (name → value).
+type MetricKey = (String, BTreeMap<String, String>);
+
+/// Every metric the binary emits when it runs as the function `function_name`
+/// (Lambda sets `AWS_LAMBDA_FUNCTION_NAME` to the deployed function's name,
+/// which is what `Ref` of the function gives), from its own EMF lines: one
+/// target with days left, every outcome, an undelivered alert.
+fn emitted_metrics(function_name: &str) -> BTreeSet<MetricKey> {
+    let mut results = Vec::new();
+    for (i, outcome) in [Outcome::Unchanged, Outcome::Applied, Outcome::Failed].into_iter().enumerate() {
+        let mut r = TargetResult::new(&format!("scim-relay/t{i}"), outcome, "");
+        r.days_left = Some(12);
+        r.live_token = Some(scim_relay::renew::LiveToken::Passed);
+        results.push(r);
+    }
+    let report = RunReport { results, undelivered: vec!["expiring for scim-relay/t0: boom".into()] };
+    let mut out = BTreeSet::new();
+    for line in scim_relay::metrics::emf_lines_for(function_name, &report, 0, 1_700_000_000_000) {
         let v: Json = serde_json::from_str(&line).expect("EMF is JSON");
         for d in v["_aws"]["CloudWatchMetrics"].as_array().expect("directives") {
             assert_eq!(d["Namespace"], scim_relay::metrics::NAMESPACE);
             for m in d["Metrics"].as_array().expect("metrics") {
-                let set = out.entry(m["Name"].as_str().expect("name").to_owned()).or_default();
+                let name = m["Name"].as_str().expect("name").to_owned();
+                assert!(v.get(&name).is_some(), "{name} has no value in {line}");
                 for dims in d["Dimensions"].as_array().expect("dimension sets") {
-                    set.insert(
-                        dims.as_array().expect("a set").iter().map(|x| x.as_str().unwrap().to_owned()).collect(),
-                    );
+                    let dims: BTreeMap<String, String> = dims
+                        .as_array()
+                        .expect("a set")
+                        .iter()
+                        .map(|x| {
+                            let d = x.as_str().unwrap();
+                            (d.to_owned(), v[d].as_str().unwrap_or_else(|| panic!("{d} has no value")).to_owned())
+                        })
+                        .collect();
+                    out.insert((name.clone(), dims));
                 }
             }
         }
@@ -804,10 +823,26 @@ fn emitted_metrics() -> BTreeMap<String, BTreeSet<Vec<String>>> {
     out
 }
 
+/// The dimension sets (names only) each emitted metric has.
+fn dimension_names(emitted: &BTreeSet<MetricKey>, metric: &str) -> BTreeSet<BTreeSet<String>> {
+    emitted.iter().filter(|(n, _)| n == metric).map(|(_, d)| d.keys().cloned().collect()).collect()
+}
+
+fn alarm_dimensions(a: &Json) -> BTreeMap<String, String> {
+    a.get("Dimensions")
+        .map(|d| {
+            d.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| (x["Name"].as_str().unwrap().to_owned(), x["Value"].as_str().unwrap().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
     let raw = raw_template();
-    let emitted = emitted_metrics();
     let periods: Vec<String> = raw["Parameters"]["SchedulePeriodHours"]["AllowedValues"]
         .as_sequence()
         .expect("AllowedValues")
@@ -822,23 +857,46 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
     for hours in &periods {
         let stack = Stack::with_targets(&["scim-relay/abm"], &[("SchedulePeriodHours", json!(hours))]);
         let topic = stack.reference("AlertTopic").unwrap().unwrap();
+        let function_name = stack.reference("ScimRelayFunction").unwrap().unwrap();
+        let emitted = emitted_metrics(function_name.as_str().unwrap());
         let alarms: BTreeMap<String, Json> = stack
             .resources_of_type("AWS::CloudWatch::Alarm")
             .into_iter()
             .map(|(id, a)| (id, a["Properties"].clone()))
             .collect();
-        assert_eq!(alarms.len(), 4, "errors, heartbeat, days-left and live-token alarms");
+        assert_eq!(
+            alarms.keys().collect::<Vec<_>>(),
+            [
+                "DaysLeftAlarm",
+                "DestinationFailuresAlarm",
+                "ErrorsAlarm",
+                "HeartbeatAlarm",
+                "LiveTokenAlarm",
+                "UndeliveredEventsAlarm"
+            ],
+            "errors, heartbeat, days-left, live-token, undelivered-events and destination-failure alarms"
+        );
         for (id, a) in &alarms {
             assert_eq!(a["AlarmActions"], json!([topic]), "{id} notifies the alert topic");
+            let dims = alarm_dimensions(a);
             if a["Namespace"] == scim_relay::metrics::NAMESPACE {
+                // The very metric (name, dimension names and values) the
+                // binary emits in this stack: another stack's never matches.
                 let name = a["MetricName"].as_str().expect("MetricName");
-                let dims: Vec<String> = a
-                    .get("Dimensions")
-                    .map(|d| d.as_array().unwrap().iter().map(|x| x["Name"].as_str().unwrap().to_owned()).collect())
-                    .unwrap_or_default();
                 assert!(
-                    emitted.get(name).is_some_and(|sets| sets.contains(&dims)),
-                    "{id} watches {name} {dims:?}, which the binary does not emit: {emitted:?}"
+                    emitted.contains(&(name.to_owned(), dims.clone())),
+                    "{id} watches {name} {dims:?}, which the binary does not emit: {:?}",
+                    dimension_names(&emitted, name)
+                );
+                assert_eq!(
+                    dims.get(scim_relay::metrics::STACK_DIMENSION),
+                    Some(&function_name.as_str().unwrap().to_owned())
+                );
+            } else if a["Namespace"] == "AWS/Lambda" {
+                assert_eq!(
+                    dims,
+                    BTreeMap::from([("FunctionName".to_owned(), function_name.as_str().unwrap().to_owned())]),
+                    "{id}"
                 );
             }
         }
@@ -862,12 +920,20 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
         assert!(period * evals <= if period < 3600 { 86_400 } else { 604_800 });
 
         let dl = by_metric("DaysLeft");
-        assert!(dl.get("Dimensions").is_none(), "the dimensionless DaysLeft covers every target");
+        assert_eq!(
+            alarm_dimensions(&dl).into_keys().collect::<Vec<_>>(),
+            [scim_relay::metrics::STACK_DIMENSION],
+            "DaysLeft without SecretId covers every target of this stack"
+        );
         assert_eq!((dl["Statistic"].as_str(), dl["Threshold"].as_i64()), (Some("Minimum"), Some(7)));
         assert_eq!(dl["ComparisonOperator"], "LessThanThreshold");
 
         let lt = by_metric("LiveTokenValid");
-        assert!(lt.get("Dimensions").is_none(), "the dimensionless LiveTokenValid covers every target");
+        assert_eq!(
+            alarm_dimensions(&lt).into_keys().collect::<Vec<_>>(),
+            [scim_relay::metrics::STACK_DIMENSION],
+            "LiveTokenValid without SecretId covers every target of this stack"
+        );
         assert_eq!((lt["Statistic"].as_str(), lt["Threshold"].as_i64()), (Some("Minimum"), Some(1)));
         assert_eq!(lt["ComparisonOperator"], "LessThanThreshold");
         assert_eq!(lt["TreatMissingData"], "ignore", "daily mode reports once a day");
@@ -893,4 +959,163 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
     };
     assert!(with("admin@example.com") && !with(""));
     assert_eq!(scalar(&raw["Resources"]["AlertEmailSubscription"]["Condition"]), "HasAlertEmail");
+}
+
+/// Two stacks' metrics never meet: each alarm's metric exists only with its
+/// own function's name.
+#[test]
+fn two_stacks_never_share_a_metric() {
+    let a = emitted_metrics("stack-a-ScimRelayFunction-AAAA");
+    let b = emitted_metrics("stack-b-ScimRelayFunction-BBBB");
+    assert!(a.is_disjoint(&b), "{:?}", a.intersection(&b).collect::<Vec<_>>());
+    // Every metric has the stack dimension in every dimension set.
+    for (name, dims) in &a {
+        assert!(dims.contains_key(scim_relay::metrics::STACK_DIMENSION), "{name} {dims:?}");
+    }
+    // Outside Lambda (no AWS_LAMBDA_FUNCTION_NAME) the stack is named by the fallback.
+    if std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_err() {
+        assert_eq!(scim_relay::metrics::stack_name(), scim_relay::metrics::DEFAULT_STACK_NAME);
+    }
+}
+
+/// The dashboard: days left per target, outcomes, alerts sent/undelivered,
+/// Graph retries, duration against the timeout, runs/errors/undelivered
+/// events, and the alarms; every ScimRelay metric it draws is one the binary
+/// emits in this stack.
+#[test]
+fn the_dashboard_draws_what_the_binary_emits() {
+    let stack = Stack::with_targets(&["scim-relay/abm"], &[("ExpiryWarningDays", json!("21"))]);
+    let function_name = stack.reference("ScimRelayFunction").unwrap().unwrap().as_str().unwrap().to_owned();
+    let emitted = emitted_metrics(&function_name);
+    let dashboards = stack.resources_of_type("AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1, "one dashboard per stack");
+    let p = &dashboards[0].1["Properties"];
+    assert_eq!(p["DashboardName"], STACK);
+    let body: Json = serde_json::from_str(p["DashboardBody"].as_str().expect("a JSON text"))
+        .unwrap_or_else(|e| panic!("DashboardBody is not JSON: {e}"));
+    let widgets = body["widgets"].as_array().expect("widgets");
+    let titles: Vec<&str> = widgets.iter().map(|w| w["properties"]["title"].as_str().expect("a title")).collect();
+    assert_eq!(
+        titles,
+        [
+            "Days left per target (live token)",
+            "Outcomes per run (targets by outcome)",
+            "Alerts sent and undelivered",
+            "Graph retries (429, 5xx, timeouts)",
+            "Duration (max) against the timeout",
+            "Runs, errors and events not processed",
+            "Alarms"
+        ]
+    );
+    let widget =
+        |title: &str| widgets.iter().find(|w| w["properties"]["title"] == title).unwrap()["properties"].clone();
+
+    // SEARCH expressions: one line per secret / per outcome, this stack only.
+    let search = |title: &str, metric: &str, dims: &[&str]| {
+        let w = widget(title);
+        let expr = w["metrics"][0][0]["expression"].as_str().expect("an expression").to_owned();
+        let schema = format!("{{{},{}}}", scim_relay::metrics::NAMESPACE, dims.join(","));
+        assert!(
+            expr.starts_with(&format!("SEARCH('{schema} MetricName=\"{metric}\" FunctionName=\"{function_name}\"'")),
+            "{expr}"
+        );
+        let want: BTreeSet<String> = dims.iter().map(|d| d.to_string()).collect();
+        assert!(dimension_names(&emitted, metric).contains(&want), "{metric} {dims:?} is not emitted");
+        w
+    };
+    let days = search("Days left per target (live token)", "DaysLeft", &["FunctionName", "SecretId"]);
+    let marks: Vec<i64> =
+        days["annotations"]["horizontal"].as_array().unwrap().iter().map(|a| a["value"].as_i64().unwrap()).collect();
+    assert_eq!(marks, [7, 21], "the alarm threshold and the warning window");
+    search("Outcomes per run (targets by outcome)", "Targets", &["FunctionName", "Outcome"]);
+
+    // Plain metric rows: [namespace, name, dim, value, ..., {options}].
+    let mut drawn = BTreeSet::new();
+    for w in widgets.iter().filter(|w| w["type"] == "metric") {
+        for row in w["properties"]["metrics"].as_array().unwrap() {
+            let row = row.as_array().unwrap();
+            let Some(ns) = row[0].as_str() else { continue };
+            let name = row[1].as_str().unwrap().to_owned();
+            let pairs: Vec<&str> = row[2..].iter().filter_map(Json::as_str).collect();
+            let dims: BTreeMap<String, String> = pairs.chunks(2).map(|c| (c[0].to_owned(), c[1].to_owned())).collect();
+            if ns == scim_relay::metrics::NAMESPACE {
+                assert!(
+                    emitted.contains(&(name.clone(), dims.clone())),
+                    "the dashboard draws {name} {dims:?}, not emitted"
+                );
+            } else if ns == "AWS/Lambda" {
+                assert_eq!(dims, BTreeMap::from([("FunctionName".to_owned(), function_name.clone())]), "{name}");
+            }
+            drawn.insert(name);
+        }
+    }
+    for m in [
+        "AlertsSent",
+        "AlertsUndelivered",
+        "GraphRetries",
+        "Duration",
+        "Heartbeat",
+        "Errors",
+        "AsyncEventsDropped",
+        "DestinationDeliveryFailures",
+        "ApproximateNumberOfMessagesVisible",
+    ] {
+        assert!(drawn.contains(m), "the dashboard draws {m}");
+    }
+
+    // Duration against the function's timeout, in milliseconds.
+    let d = widget("Duration (max) against the timeout");
+    assert_eq!(d["stat"], "Maximum");
+    let timeout = function(&stack)["Properties"]["Timeout"].as_i64().unwrap();
+    assert_eq!(d["annotations"]["horizontal"][0]["value"].as_i64(), Some(timeout * 1000));
+
+    // The alarm widget lists every alarm of the stack.
+    let listed: BTreeSet<String> = strings(&widget("Alarms")["alarms"]).into_iter().collect();
+    let alarms: BTreeSet<String> = stack
+        .resources_of_type("AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(id, _)| format!("getatt:{id}.Arn"))
+        .collect();
+    assert_eq!(listed, alarms);
+}
+
+/// Nothing is dropped silently: async invocations retry at most once and
+/// end on the alert topic; events Scheduler or the rule cannot hand over end
+/// on a queue whose alarm notifies the topic.
+#[test]
+fn failed_and_undeliverable_events_reach_the_admin() {
+    let stack = Stack::with_targets(&["scim-relay/abm"], &[]);
+    let topic = stack.reference("AlertTopic").unwrap().unwrap();
+    let f = function(&stack);
+    let cfg = &f["Properties"]["EventInvokeConfig"];
+    let retries = cfg["MaximumRetryAttempts"].as_i64().expect("MaximumRetryAttempts");
+    assert!((0..=1).contains(&retries), "{retries}");
+    let age = cfg["MaximumEventAgeInSeconds"].as_i64().expect("MaximumEventAgeInSeconds");
+    assert!((60..=21_600).contains(&age), "{age}");
+    assert_eq!(cfg["DestinationConfig"]["OnFailure"], json!({"Type": "SNS", "Destination": topic}));
+    // Lambda delivers the record with the function's role: it may publish there.
+    let statements = role_statements(&stack);
+    assert!(statements
+        .iter()
+        .any(|s| actions(s).contains("sns:Publish") && strings(&s["Resource"]) == [topic.as_str().unwrap()]));
+
+    let queue_arn = json!("getatt:UndeliveredEventsQueue.Arn");
+    for event in ["Schedule", "TokenStored"] {
+        let e = &f["Properties"]["Events"][event]["Properties"];
+        assert_eq!(e["DeadLetterConfig"], json!({"Arn": queue_arn}), "{event}");
+        let r = &e["RetryPolicy"];
+        assert!(r["MaximumEventAgeInSeconds"].as_i64().is_some_and(|a| a <= 86_400), "{event}");
+        assert!(r["MaximumRetryAttempts"].as_i64().is_some(), "{event}");
+    }
+    // The rule may write to the queue (Scheduler uses the role SAM grants).
+    let policy = stack.resource("UndeliveredEventsQueuePolicy");
+    let st = &policy["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(st["Principal"], json!({"Service": "events.amazonaws.com"}));
+    assert_eq!(st["Resource"], queue_arn);
+    assert_eq!(st["Condition"]["StringEquals"]["aws:SourceAccount"], ACCOUNT);
+    // The queue's alarm notifies the topic.
+    let alarm = stack.resource("UndeliveredEventsAlarm")["Properties"].clone();
+    assert_eq!(alarm["Namespace"], "AWS/SQS");
+    assert_eq!(alarm_dimensions(&alarm)["QueueName"], "getatt:UndeliveredEventsQueue.QueueName");
+    assert_eq!(alarm["AlarmActions"], json!([topic]));
 }

@@ -485,6 +485,12 @@ impl World {
     /// Like [`World::invoke_binary`], with extra (or overriding, or with an
     /// empty value removed) environment variables.
     pub async fn invoke_binary_env(&self, payload: Value, extra_env: &[(&str, &str)]) -> Invocation {
+        self.invoke_binary_seq(vec![payload], extra_env).await.pop().expect("one invocation")
+    }
+
+    /// Several invocations of one process (a warm function), in order. Each
+    /// [`Invocation`] holds the whole process's stdout and stderr.
+    pub async fn invoke_binary_seq(&self, payloads: Vec<Value>, extra_env: &[(&str, &str)]) -> Vec<Invocation> {
         use tokio::io::AsyncReadExt;
         let runtime = entra_sim::runtime::RuntimeApi::start().await.expect("start the Runtime API emulator");
         let mut env: HashMap<String, String> = self.env.clone();
@@ -531,19 +537,31 @@ impl World {
             let _ = err.read_to_end(&mut s).await;
             String::from_utf8_lossy(&s).into_owned()
         });
-        let answer = runtime.invoke(payload, Duration::from_secs(60)).await;
+        let mut answers = Vec::new();
+        for payload in payloads {
+            answers.push(runtime.invoke(payload, Duration::from_secs(60)).await);
+        }
         let _ = child.kill().await;
         let stdout = read_out.await.unwrap_or_default();
         let stderr = read_err.await.unwrap_or_default();
-        let result = match answer {
-            Some(entra_sim::runtime::Answer::Response(v)) => Ok(v),
-            Some(entra_sim::runtime::Answer::Error(e)) => Err(LambdaError {
-                error_type: e["errorType"].as_str().unwrap_or_default().to_owned(),
-                error_message: e["errorMessage"].as_str().unwrap_or_default().to_owned(),
-            }),
-            None => panic!("the binary gave no answer within the deadline\nstderr:\n{stderr}"),
-        };
-        let inv = Invocation { result, stdout, stderr };
+        answers
+            .into_iter()
+            .map(|answer| {
+                let result = match answer {
+                    Some(entra_sim::runtime::Answer::Response(v)) => Ok(v),
+                    Some(entra_sim::runtime::Answer::Error(e)) => Err(LambdaError {
+                        error_type: e["errorType"].as_str().unwrap_or_default().to_owned(),
+                        error_message: e["errorMessage"].as_str().unwrap_or_default().to_owned(),
+                    }),
+                    None => panic!("the binary gave no answer within the deadline\nstderr:\n{stderr}"),
+                };
+                Self::checked(Invocation { result, stdout: stdout.clone(), stderr: stderr.clone() })
+            })
+            .collect()
+    }
+
+    /// No secret in anything the binary printed or answered.
+    fn checked(inv: Invocation) -> Invocation {
         for (what, text) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
             assert!(!text.contains(CANARY), "a secret leaked into the binary's {what}");
             assert!(!text.contains("sim-at-"), "a Graph access token leaked into the binary's {what}");
