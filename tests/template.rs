@@ -1004,6 +1004,7 @@ fn the_dashboard_draws_what_the_binary_emits() {
             "Graph retries (429, 5xx, timeouts)",
             "Duration (max) against the timeout",
             "Runs, errors and events not processed",
+            "Live token check per target (1 passes, 0 refused by Apple)",
             "Alarms"
         ]
     );
@@ -1028,6 +1029,11 @@ fn the_dashboard_draws_what_the_binary_emits() {
         days["annotations"]["horizontal"].as_array().unwrap().iter().map(|a| a["value"].as_i64().unwrap()).collect();
     assert_eq!(marks, [7, 21], "the alarm threshold and the warning window");
     search("Outcomes per run (targets by outcome)", "Targets", &["FunctionName", "Outcome"]);
+    search(
+        "Live token check per target (1 passes, 0 refused by Apple)",
+        "LiveTokenValid",
+        &["FunctionName", "SecretId"],
+    );
 
     // Plain metric rows: [namespace, name, dim, value, ..., {options}].
     let mut drawn = BTreeSet::new();
