@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::ports::{AppCredential, GraphApp};
+use crate::ports::{AppCredential, GraphApp, ProvisioningSettings};
 use crate::types::{printable, Endpoint, SecretId, TenantUrl, ABM_TENANT_URL};
 
 pub const ENV_SECRET_IDS: &str = "SCIM_RELAY_SECRET_IDS";
@@ -26,6 +26,10 @@ pub const ENV_GRAPH_ENDPOINT: &str = "GRAPH_ENDPOINT";
 pub const ENV_LOGIN_ENDPOINT: &str = "LOGIN_ENDPOINT";
 pub const ENV_DRY_RUN: &str = "DRY_RUN";
 pub const ENV_CONCURRENCY: &str = "SCIM_RELAY_CONCURRENCY";
+/// Entra's `SyncAll` ("true"/"false"), sent with every PUT of the token.
+pub const ENV_SYNC_ALL: &str = "ENTRA_SYNC_ALL";
+/// Entra's `SyncNotificationSettings` (a JSON object), sent with every PUT of the token.
+pub const ENV_SYNC_NOTIFICATION_SETTINGS: &str = "ENTRA_SYNC_NOTIFICATION_SETTINGS";
 
 /// Every environment variable the binary reads (the template test checks them).
 pub const ENV_VARS: &[&str] = &[
@@ -45,6 +49,8 @@ pub const ENV_VARS: &[&str] = &[
     ENV_LOGIN_ENDPOINT,
     ENV_DRY_RUN,
     ENV_CONCURRENCY,
+    ENV_SYNC_ALL,
+    ENV_SYNC_NOTIFICATION_SETTINGS,
 ];
 
 pub const TAG_TENANT_ID: &str = "scim-relay:tenant-id";
@@ -97,6 +103,9 @@ pub struct Defaults {
     pub login_endpoint: Endpoint,
     pub dry_run: bool,
     pub concurrency: usize,
+    /// `ENTRA_SYNC_ALL` and `ENTRA_SYNC_NOTIFICATION_SETTINGS`: deployer-only
+    /// (never from tags), sent with every PUT of a token.
+    pub provisioning: ProvisioningSettings,
 }
 
 /// Everything needed to manage one target, fully validated.
@@ -111,6 +120,8 @@ pub struct TargetConfig {
     pub job_id: Option<String>,
     pub tenant_url: TenantUrl,
     pub warning_days: u32,
+    /// Sent with every PUT of this target's token.
+    pub provisioning: ProvisioningSettings,
 }
 
 fn non_empty(vars: &HashMap<String, String>, key: &str) -> Option<String> {
@@ -179,6 +190,19 @@ impl Defaults {
             login_endpoint: endpoint(ENV_LOGIN_ENDPOINT, "https://login.microsoftonline.com")?,
             dry_run: parse_bool(ENV_DRY_RUN, vars.get(ENV_DRY_RUN).map(String::as_str).unwrap_or(""))?,
             concurrency,
+            provisioning: ProvisioningSettings {
+                sync_all: match non_empty(vars, ENV_SYNC_ALL) {
+                    None => None,
+                    Some(v) => Some(parse_sync_all(&v).map_err(|e| ConfigError::global(ENV_SYNC_ALL, e))?),
+                },
+                sync_notification_settings: match non_empty(vars, ENV_SYNC_NOTIFICATION_SETTINGS) {
+                    None => None,
+                    Some(v) => Some(
+                        parse_sync_notification_settings(&v)
+                            .map_err(|e| ConfigError::global(ENV_SYNC_NOTIFICATION_SETTINGS, e))?,
+                    ),
+                },
+            },
         };
         if let Some(arn) = &defaults.alert_topic_arn {
             let ok = arn.starts_with("arn:") && arn.split(':').nth(2) == Some("sns") && arn.split(':').count() == 6;
@@ -293,6 +317,7 @@ impl Defaults {
             job_id,
             tenant_url,
             warning_days,
+            provisioning: self.provisioning.clone(),
         })
     }
 
@@ -390,6 +415,63 @@ fn parse_warning_days(v: &str) -> Result<u32, String> {
         Ok(n) if (1..=365).contains(&n) => Ok(n),
         _ => Err(format!("`{}` is not a whole number of days from 1 to 365", printable(v))),
     }
+}
+
+/// `ENTRA_SYNC_ALL`: exactly `true` or `false` (Entra's `SyncAll` value).
+fn parse_sync_all(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!(
+            "`{}` is not true (sync all users and groups) or false (sync only assigned users and groups)",
+            printable(v)
+        )),
+    }
+}
+
+/// The keys of `SyncNotificationSettings` the portal writes, with their JSON types.
+const SYNC_NOTIFICATION_KEYS: &[(&str, &str)] = &[
+    ("Enabled", "true or false"),
+    ("Recipients", "a string"),
+    ("DeleteThresholdEnabled", "true or false"),
+    ("DeleteThresholdValue", "a whole number"),
+];
+
+/// `ENTRA_SYNC_NOTIFICATION_SETTINGS`: a JSON object with Entra's keys and
+/// types. Returned as compact JSON text (the PUT sends it as a string).
+fn parse_sync_notification_settings(raw: &str) -> Result<String, String> {
+    const EXAMPLE: &str =
+        r#"{"Enabled":true,"Recipients":"it@school.example","DeleteThresholdEnabled":true,"DeleteThresholdValue":500}"#;
+    let value: serde_json::Value = serde_json::from_str(raw.trim())
+        .map_err(|e| format!("is not JSON ({e}); expected an object such as {EXAMPLE}"))?;
+    let Some(object) = value.as_object() else {
+        return Err(format!("is not a JSON object; expected one such as {EXAMPLE}"));
+    };
+    if object.is_empty() {
+        return Err(format!("is an empty object; leave the setting empty to send nothing, or give e.g. {EXAMPLE}"));
+    }
+    let known: Vec<&str> = SYNC_NOTIFICATION_KEYS.iter().map(|(k, _)| *k).collect();
+    let unknown: Vec<String> =
+        object.keys().filter(|k| !known.contains(&k.as_str())).map(|k| format!("`{}`", printable(k))).collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "has unknown key(s) {}; the keys are {} (PascalCase)",
+            crate::types::list_some(&unknown),
+            known.join(", ")
+        ));
+    }
+    for (key, kind) in SYNC_NOTIFICATION_KEYS {
+        let Some(v) = object.get(*key) else { continue };
+        let ok = match *key {
+            "Recipients" => v.as_str().is_some_and(|s| s.len() <= 1024 && !s.chars().any(char::is_control)),
+            "DeleteThresholdValue" => v.as_u64().is_some_and(|n| n <= 1_000_000),
+            _ => v.is_boolean(),
+        };
+        if !ok {
+            return Err(format!("`{key}` must be {kind}, got `{}`", printable(&v.to_string())));
+        }
+    }
+    Ok(value.to_string())
 }
 
 #[cfg(test)]
@@ -506,5 +588,50 @@ mod tests {
         let d = Defaults::from_vars(&vars(&[])).unwrap();
         let e = d.for_target(&d.secret_ids[0], &tags).unwrap_err();
         assert!(e.to_string().starts_with("ENTRA_AUTH (tag scim-relay:auth) for target scim-relay/abm: `cert`"), "{e}");
+    }
+
+    #[test]
+    fn provisioning_settings_are_validated_and_reach_every_target() {
+        let d = Defaults::from_vars(&vars(&[])).unwrap();
+        assert_eq!(d.provisioning, ProvisioningSettings::default(), "nothing declared: nothing sent");
+        let d = Defaults::from_vars(&vars(&[
+            (ENV_SYNC_ALL, " False "),
+            (
+                ENV_SYNC_NOTIFICATION_SETTINGS,
+                r#"{ "Enabled": true, "Recipients": "it@school.example", "DeleteThresholdEnabled": true, "DeleteThresholdValue": 500 }"#,
+            ),
+        ]))
+        .unwrap();
+        let t = d.for_target(&d.secret_ids[1], &BTreeMap::new()).unwrap();
+        assert_eq!(t.provisioning.sync_all, Some(false));
+        let text = t.provisioning.sync_notification_settings.clone().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["Recipients"], "it@school.example");
+        assert_eq!(v["DeleteThresholdValue"], 500);
+        assert!(!text.contains(' '), "sent as compact JSON text: {text}");
+        assert_eq!(
+            t.provisioning.pairs().iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            ["SyncNotificationSettings", "SyncAll"]
+        );
+
+        for (setting, bad, says) in [
+            (ENV_SYNC_ALL, "yes", "is not true"),
+            (ENV_SYNC_ALL, "1", "is not true"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, "Enabled=true", "is not JSON"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, "[true]", "is not a JSON object"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, "{}", "empty object"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, r#"{"enabled":true}"#, "unknown key(s) `enabled`"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, r#"{"Enabled":"true"}"#, "`Enabled` must be true or false"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, r#"{"DeleteThresholdValue":-1}"#, "must be a whole number"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, r#"{"Recipients":5}"#, "must be a string"),
+        ] {
+            let e = Defaults::from_vars(&vars(&[(setting, bad)])).unwrap_err();
+            assert_eq!(e.setting, setting, "{bad}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        // Tags never set them: a tagger must not be able to widen the sync scope.
+        let tags: BTreeMap<String, String> = [("scim-relay:sync-all".to_string(), "true".to_string())].into();
+        let d = Defaults::from_vars(&vars(&[(ENV_SYNC_ALL, "false")])).unwrap();
+        assert_eq!(d.for_target(&d.secret_ids[0], &tags).unwrap().provisioning.sync_all, Some(false));
     }
 }

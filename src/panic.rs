@@ -45,6 +45,7 @@ mod tests {
         let creds = crate::ports::Credentials {
             base_address: crate::types::TenantUrl::parse(crate::types::ABM_TENANT_URL).unwrap(),
             secret_token: token.clone(),
+            settings: Default::default(),
         };
         let version = crate::ports::SecretVersion {
             version_id: "v1".into(),

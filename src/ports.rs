@@ -211,6 +211,37 @@ pub struct JobRef {
 pub struct Credentials {
     pub base_address: TenantUrl,
     pub secret_token: Token,
+    /// Sent with every `PUT secrets` (never with `validateCredentials`).
+    pub settings: ProvisioningSettings,
+}
+
+/// Provisioning settings the deployer declares (`ENTRA_SYNC_ALL`,
+/// `ENTRA_SYNC_NOTIFICATION_SETTINGS`). They are sent with every
+/// `PUT .../synchronization/secrets`, so that a PUT that replaces the whole
+/// collection (OData's rule for a collection-valued property) writes back
+/// what the admin set in the portal instead of resetting it. `None` = not sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ProvisioningSettings {
+    /// `SyncAll`: "true" = sync all users and groups, "false" = only assigned ones.
+    pub sync_all: Option<bool>,
+    /// `SyncNotificationSettings`: a validated JSON object text (notification
+    /// e-mail, accidental-deletion threshold).
+    pub sync_notification_settings: Option<String>,
+}
+
+impl ProvisioningSettings {
+    /// The extra `{"key","value"}` pairs of a `PUT secrets`, in the order of
+    /// Microsoft's example (after BaseAddress and SecretToken).
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(n) = &self.sync_notification_settings {
+            pairs.push(("SyncNotificationSettings", n.clone()));
+        }
+        if let Some(all) = self.sync_all {
+            pairs.push(("SyncAll", all.to_string()));
+        }
+        pairs
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -427,6 +427,7 @@ impl Renewal<'_> {
         Credentials {
             base_address: c.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
             secret_token: c.value.token.clone(),
+            settings: self.cfg.provisioning.clone(),
         }
     }
 
