@@ -30,6 +30,13 @@ pub const ENV_CONCURRENCY: &str = "SCIM_RELAY_CONCURRENCY";
 pub const ENV_SYNC_ALL: &str = "ENTRA_SYNC_ALL";
 /// Entra's `SyncNotificationSettings` (a JSON object), sent with every PUT of the token.
 pub const ENV_SYNC_NOTIFICATION_SETTINGS: &str = "ENTRA_SYNC_NOTIFICATION_SETTINGS";
+// Fleet (issue 13): targets found by name prefix, and fan-out over SQS.
+/// Every secret whose name starts with this is a target (found with ListSecrets each run).
+pub const ENV_SECRET_PREFIX: &str = "SCIM_RELAY_SECRET_PREFIX";
+/// Above this many targets, a scheduled sync enqueues one message per target.
+pub const ENV_FANOUT_THRESHOLD: &str = "SCIM_RELAY_FANOUT_THRESHOLD";
+/// The SQS FIFO queue the fan-out sends to (and the function consumes).
+pub const ENV_QUEUE_URL: &str = "SCIM_RELAY_QUEUE_URL";
 
 /// Every environment variable the binary reads (the template test checks them).
 pub const ENV_VARS: &[&str] = &[
@@ -51,6 +58,9 @@ pub const ENV_VARS: &[&str] = &[
     ENV_CONCURRENCY,
     ENV_SYNC_ALL,
     ENV_SYNC_NOTIFICATION_SETTINGS,
+    ENV_SECRET_PREFIX,
+    ENV_FANOUT_THRESHOLD,
+    ENV_QUEUE_URL,
 ];
 
 pub const TAG_TENANT_ID: &str = "scim-relay:tenant-id";
@@ -79,7 +89,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn global(setting: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn global(setting: &str, reason: impl Into<String>) -> Self {
         Self { setting: setting.to_owned(), target: String::new(), reason: reason.into() }
     }
 }
@@ -106,6 +116,8 @@ pub struct Defaults {
     /// `ENTRA_SYNC_ALL` and `ENTRA_SYNC_NOTIFICATION_SETTINGS`: deployer-only
     /// (never from tags), sent with every PUT of a token.
     pub provisioning: ProvisioningSettings,
+    /// Fleet settings: discovery by prefix and fan-out (see `crate::fleet`).
+    pub fleet: crate::fleet::FleetSettings,
 }
 
 /// Everything needed to manage one target, fully validated.
@@ -143,9 +155,19 @@ impl Defaults {
     }
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let ids = non_empty(vars, ENV_SECRET_IDS).ok_or_else(|| {
-            ConfigError::global(ENV_SECRET_IDS, "is required: a comma-separated list of token secret names or ARNs")
-        })?;
+        let fleet = crate::fleet::FleetSettings::from_vars(vars)?;
+        let ids = match (non_empty(vars, ENV_SECRET_IDS), &fleet.prefix) {
+            (Some(ids), _) => ids,
+            (None, Some(_)) => String::new(),
+            (None, None) => {
+                return Err(ConfigError::global(
+                    ENV_SECRET_IDS,
+                    format!(
+                        "is required: a comma-separated list of token secret names or ARNs (or set {ENV_SECRET_PREFIX} to manage every secret under a name prefix)"
+                    ),
+                ))
+            }
+        };
         let mut secret_ids: Vec<SecretId> = Vec::new();
         for part in ids.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let id = SecretId::parse(part).map_err(|e| ConfigError::global(ENV_SECRET_IDS, format!("entry {e}")))?;
@@ -154,7 +176,7 @@ impl Defaults {
             }
             secret_ids.push(id);
         }
-        if secret_ids.is_empty() {
+        if secret_ids.is_empty() && fleet.prefix.is_none() {
             return Err(ConfigError::global(ENV_SECRET_IDS, "lists no secret"));
         }
         let endpoint = |key: &str, default: &str| {
@@ -203,6 +225,7 @@ impl Defaults {
                     ),
                 },
             },
+            fleet,
         };
         if let Some(arn) = &defaults.alert_topic_arn {
             let ok = arn.starts_with("arn:") && arn.split(':').nth(2) == Some("sns") && arn.split(':').count() == 6;

@@ -15,6 +15,23 @@ pub enum Decoded {
     Run(RunRequest),
     /// A valid event that needs nothing from us (logged).
     Ignore(String),
+    /// Messages of the fan-out queue (an SQS event): one sync per message.
+    Queue(QueueBatch),
+}
+
+/// One SQS event of the fan-out queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueBatch {
+    pub messages: Vec<QueueMessage>,
+    pub opts: Options,
+}
+
+/// One message: the target it names, or why its body was refused (it is
+/// then reported as a failed item, retried, and ends in the dead-letter queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub message_id: String,
+    pub target: Result<crate::types::SecretId, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +50,9 @@ pub fn decode(payload: &Value, defaults: &Defaults) -> Result<Decoded, EventErro
             kind_of(payload)
         )));
     };
+    if obj.contains_key("Records") {
+        return decode_sqs(obj, defaults);
+    }
     if obj.contains_key("detail-type") || obj.contains_key("source") {
         return decode_eventbridge(obj, defaults);
     }
@@ -87,8 +107,12 @@ fn decode_on_demand(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Dec
     let targets = match obj.get("secret_id") {
         None | Some(Value::Null) => Targets::All,
         Some(Value::String(s)) => Targets::One(target(defaults, s).ok_or_else(|| {
+            let prefix = match &defaults.fleet.prefix {
+                Some(p) => format!(", or a name under SCIM_RELAY_SECRET_PREFIX {p}"),
+                None => String::new(),
+            };
             err(format!(
-                "`{}` is not one of the configured targets (SCIM_RELAY_SECRET_IDS: {})",
+                "`{}` is not one of the configured targets (SCIM_RELAY_SECRET_IDS: {}{prefix})",
                 printable(s),
                 list_some(&defaults.secret_ids.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             ))
@@ -107,8 +131,61 @@ fn action_name(a: Action) -> &'static str {
     }
 }
 
+/// A listed target, or a secret under the name prefix (one created after
+/// the deployment is a target without a redeploy).
 fn target(defaults: &Defaults, id: &str) -> Option<crate::types::SecretId> {
-    defaults.target_named(id).cloned()
+    defaults.target_named(id).cloned().or_else(|| crate::fleet::under_prefix(defaults, id))
+}
+
+/// Lambda's SQS event (`Records[]` from the fan-out queue). Every record
+/// must come from the configured queue; each body is what an on-demand sync
+/// of one target would be, `{"action":"sync","secret_id":...}`.
+fn decode_sqs(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Decoded, EventError> {
+    let Some(queue) = &defaults.fleet.queue else {
+        return Err(err("an SQS event, but this function has no fan-out queue (SCIM_RELAY_QUEUE_URL is not set)"));
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "Records") {
+        return Err(err(format!("unknown key `{}` next to `Records` in an SQS event", printable(k))));
+    }
+    let records = obj.get("Records").and_then(Value::as_array).ok_or_else(|| err("`Records` must be an array"))?;
+    if records.is_empty() || records.len() > 10_000 {
+        return Err(err(format!("an SQS event with {} records (1 to 10000 expected)", records.len())));
+    }
+    let mut messages = Vec::new();
+    for r in records {
+        let source = str_at(r, &["eventSource"]).unwrap_or_default();
+        let arn = str_at(r, &["eventSourceARN"]).unwrap_or_default();
+        if source != "aws:sqs" || !queue.is_arn(arn) {
+            return Err(err(format!(
+                "a record from `{}` (`{}`), not the fan-out queue {} (SCIM_RELAY_QUEUE_URL)",
+                printable(arn),
+                printable(source),
+                queue.url
+            )));
+        }
+        let message_id = str_at(r, &["messageId"])
+            .filter(|m| !m.is_empty() && m.len() <= 128)
+            .ok_or_else(|| err("an SQS record without a messageId"))?
+            .to_owned();
+        let target = queue_body(str_at(r, &["body"]), defaults);
+        messages.push(QueueMessage { message_id, target });
+    }
+    Ok(Decoded::Queue(QueueBatch { messages, opts: Options { dry_run: defaults.dry_run, force: false } }))
+}
+
+/// One fan-out message body: `{"action":"sync","secret_id":...}`, checked
+/// like an on-demand payload (the secret must be a target).
+fn queue_body(body: Option<&str>, defaults: &Defaults) -> Result<crate::types::SecretId, String> {
+    let body = body.ok_or("the message has no body")?;
+    let value: Value = serde_json::from_str(body).map_err(|_| "the message body is not JSON".to_owned())?;
+    let Value::Object(o) = &value else { return Err("the message body is not a JSON object".into()) };
+    if o.get("action").and_then(Value::as_str) != Some("sync") || o.keys().any(|k| k != "action" && k != "secret_id") {
+        return Err("the message body is not {\"action\":\"sync\",\"secret_id\":...}".into());
+    }
+    match decode_on_demand(o, defaults).map_err(|e| e.0)? {
+        Decoded::Run(RunRequest { targets: Targets::One(id), .. }) => Ok(id),
+        _ => Err("the message body names no `secret_id`".into()),
+    }
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -213,7 +290,7 @@ mod tests {
     fn run(v: Value) -> RunRequest {
         match decode(&v, &defaults()).unwrap() {
             Decoded::Run(r) => r,
-            Decoded::Ignore(why) => panic!("ignored: {why}"),
+            other => panic!("not a run: {other:?}"),
         }
     }
 

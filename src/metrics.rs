@@ -68,7 +68,7 @@ mod tests {
         let mut ok = TargetResult::new("scim-relay/abm", Outcome::Unchanged, "");
         ok.days_left = Some(12);
         let failed = TargetResult::new("scim-relay/asm", Outcome::Failed, "");
-        let report = RunReport { results: vec![ok, failed], undelivered: vec![] };
+        let report = RunReport { results: vec![ok, failed], undelivered: vec![], fanned_out: None };
         let lines = emf_lines(&report, 3, 1_700_000_000_000);
         assert_eq!(lines.len(), 3);
         let first: Value = serde_json::from_str(&lines[0]).unwrap();

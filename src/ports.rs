@@ -79,6 +79,20 @@ pub trait SecretStore: Send + Sync {
         from: Option<&str>,
     ) -> Result<(), StoreError>;
     async fn tag(&self, id: &SecretId, tags: &[(String, String)]) -> Result<(), StoreError>;
+    /// Every secret whose name starts with `prefix` (`ListSecrets` with a
+    /// name filter, all pages), with its tags. Secrets scheduled for deletion
+    /// are not listed.
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<ListedSecret>, StoreError> {
+        Err(StoreError::Other(format!("this secret store cannot list the secrets under {prefix}")))
+    }
+}
+
+/// One secret as `ListSecrets` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedSecret {
+    pub name: String,
+    pub arn: String,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A [`SecretStore`] that reads each secret's AWSCURRENT value at most once:
@@ -128,6 +142,10 @@ impl SecretStore for ReadOnce {
 
     async fn tag(&self, id: &SecretId, tags: &[(String, String)]) -> Result<(), StoreError> {
         self.inner.tag(id, tags).await
+    }
+
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<ListedSecret>, StoreError> {
+        self.inner.list_secrets(prefix).await
     }
 }
 

@@ -99,6 +99,10 @@ pub enum Step {
     WriteTags,
     TestSavedToken,
     Deadline,
+    /// Listing the secrets under SCIM_RELAY_SECRET_PREFIX.
+    Discover,
+    /// Sending a target's fan-out message to the queue.
+    Enqueue,
 }
 
 impl Step {
@@ -117,6 +121,8 @@ impl Step {
             Self::WriteTags => "writing the outcome tags",
             Self::TestSavedToken => "testing the saved credentials",
             Self::Deadline => "starting before the invocation's deadline",
+            Self::Discover => "listing the token secrets under SCIM_RELAY_SECRET_PREFIX (ListSecrets)",
+            Self::Enqueue => "sending the target's message to the fan-out queue (SQS SendMessageBatch)",
         }
     }
 }

@@ -784,7 +784,7 @@ fn the_function_is_the_binary_the_demo_runs() {
 fn emitted_metrics() -> BTreeMap<String, BTreeSet<Vec<String>>> {
     let mut ok = TargetResult::new("scim-relay/abm", Outcome::Unchanged, "");
     ok.days_left = Some(12);
-    let report = RunReport { results: vec![ok], undelivered: vec![] };
+    let report = RunReport { results: vec![ok], undelivered: vec![], fanned_out: None };
     let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
     for line in scim_relay::metrics::emf_lines(&report, 0, 1_700_000_000_000) {
         let v: Json = serde_json::from_str(&line).expect("EMF is JSON");
