@@ -273,3 +273,53 @@ async fn a_failed_queue_message_is_retried_alone_and_foreign_events_are_refused(
     assert!(e.contains("SCIM_RELAY_QUEUE_URL"), "{e}");
     w.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn what_a_run_does_not_reach_is_first_next_time() {
+    let w = fleet("starve", 12).await;
+    let w = {
+        let mut w = w;
+        w.env.insert("SCIM_RELAY_CONCURRENCY".into(), "1".into());
+        w
+    };
+    // Slow Graph: one invocation reaches only some targets before its deadline.
+    w.sim.set_fault_always(
+        entra_sim::Route::ValidateCredentials,
+        Some(entra_sim::Fault::Slow(Duration::from_millis(250))),
+    );
+    let relay = w.relay();
+    let split = |r: &scim_relay::relay::RunReport| {
+        let (mut reached, mut unreached) = (Vec::new(), Vec::new());
+        for x in &r.results {
+            match x.failed_step {
+                Some(scim_relay::renew::Step::Deadline) => unreached.push(x.secret_id.clone()),
+                _ => reached.push(x.secret_id.clone()),
+            }
+        }
+        (reached, unreached)
+    };
+    let mut ever_reached = std::collections::BTreeSet::new();
+    let mut previous_unreached: Vec<String> = Vec::new();
+    for run in 0..4 {
+        let r = w.invoke_on(&relay, json!({}), Duration::from_millis(6_500)).await.unwrap();
+        let (reached, unreached) = split(&r);
+        eprintln!("run {run}: reached {}, unreached {}", reached.len(), unreached.len());
+        assert!(!reached.is_empty());
+        // Whatever the last run did not reach goes first now: either all of
+        // it is reached, or this run reached nothing else.
+        let all_previous = previous_unreached.iter().all(|u| reached.contains(u));
+        let only_previous = reached.iter().all(|x| previous_unreached.contains(x));
+        assert!(
+            run == 0 || all_previous || only_previous,
+            "run {run}: reached {reached:?}, previously unreached {previous_unreached:?}"
+        );
+        ever_reached.extend(reached);
+        previous_unreached = unreached;
+        if previous_unreached.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(ever_reached.len(), 12, "every target was reached within a few runs");
+    w.sim.set_fault_always(entra_sim::Route::ValidateCredentials, None);
+    w.assert_no_leaks();
+}
