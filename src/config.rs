@@ -1,11 +1,18 @@
-//! Configuration: function environment for defaults, tags on a token secret
-//! for per-target overrides (SPEC "Configuration"). Everything is validated
-//! before anything is written anywhere.
+//! Configuration (SPEC "Configuration", "Trust boundaries"): the function's
+//! environment gives the defaults, and `SCIM_RELAY_TARGET_SETTINGS` (also in
+//! the environment: only the deployer can change it) gives per-target
+//! settings for a deployment that serves several tenants. Tags on a token
+//! secret are never read as settings: whoever can tag a secret must not
+//! decide where its token goes. Everything is validated before anything is
+//! written anywhere.
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::ports::{AppCredential, GraphApp, ProvisioningSettings};
-use crate::types::{printable, Endpoint, SecretId, TenantUrl, ABM_TENANT_URL};
+use crate::types::{
+    printable, AllowedTenantUrl, Endpoint, SecretId, TenantUrl, TenantUrlAllowList, ABM_TENANT_URL, GRAPH_HOSTS,
+    LOGIN_HOSTS,
+};
 
 pub const ENV_SECRET_IDS: &str = "SCIM_RELAY_SECRET_IDS";
 pub const ENV_TENANT_ID: &str = "ENTRA_TENANT_ID";
@@ -37,6 +44,10 @@ pub const ENV_SECRET_PREFIX: &str = "SCIM_RELAY_SECRET_PREFIX";
 pub const ENV_FANOUT_THRESHOLD: &str = "SCIM_RELAY_FANOUT_THRESHOLD";
 /// The SQS FIFO queue the fan-out sends to (and the function consumes).
 pub const ENV_QUEUE_URL: &str = "SCIM_RELAY_QUEUE_URL";
+/// Extra SCIM addresses (besides Apple's two) a token may be sent to.
+pub const ENV_ALLOWED_TENANT_URLS: &str = crate::types::ALLOWED_TENANT_URLS_SETTING;
+/// Per-target settings: `{"SECRET": {"ENTRA_TENANT_ID": "...", ...}, ...}`.
+pub const ENV_TARGET_SETTINGS: &str = "SCIM_RELAY_TARGET_SETTINGS";
 
 /// Every environment variable the binary reads (the template test checks them).
 pub const ENV_VARS: &[&str] = &[
@@ -61,22 +72,43 @@ pub const ENV_VARS: &[&str] = &[
     ENV_SECRET_PREFIX,
     ENV_FANOUT_THRESHOLD,
     ENV_QUEUE_URL,
+    ENV_ALLOWED_TENANT_URLS,
+    ENV_TARGET_SETTINGS,
 ];
 
-pub const TAG_TENANT_ID: &str = "scim-relay:tenant-id";
-pub const TAG_CLIENT_ID: &str = "scim-relay:client-id";
-pub const TAG_CLIENT_SECRET_ID: &str = "scim-relay:client-secret-id";
-pub const TAG_AUTH: &str = "scim-relay:auth";
-pub const TAG_CERTIFICATE_SECRET_ID: &str = "scim-relay:certificate-secret-id";
-pub const TAG_FEDERATED_AUDIENCE: &str = "scim-relay:federated-audience";
+/// The settings that may differ per target (in `SCIM_RELAY_TARGET_SETTINGS`).
+pub const PER_TARGET_SETTINGS: &[&str] = &[
+    ENV_TENANT_ID,
+    ENV_CLIENT_ID,
+    ENV_AUTH,
+    ENV_CLIENT_SECRET_ID,
+    ENV_CERTIFICATE_SECRET_ID,
+    ENV_FEDERATED_AUDIENCE,
+    ENV_SP_ID,
+    ENV_JOB_ID,
+    ENV_TENANT_URL,
+    ENV_WARNING_DAYS,
+];
 
 /// The audience Entra expects in a federated token (Microsoft's documented
 /// value for a federated identity credential).
 pub const DEFAULT_FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
-pub const TAG_SP_ID: &str = "scim-relay:service-principal-id";
-pub const TAG_JOB_ID: &str = "scim-relay:job-id";
-pub const TAG_TENANT_URL: &str = "scim-relay:tenant-url";
-pub const TAG_WARNING_DAYS: &str = "scim-relay:warning-days";
+
+/// Tags that earlier versions read as per-target settings. They are ignored
+/// now (a tag-writer must not redirect a token); a run that finds one logs
+/// a warning that names its replacement.
+pub const LEGACY_SETTING_TAGS: &[&str] = &[
+    "scim-relay:tenant-id",
+    "scim-relay:client-id",
+    "scim-relay:client-secret-id",
+    "scim-relay:auth",
+    "scim-relay:certificate-secret-id",
+    "scim-relay:federated-audience",
+    "scim-relay:service-principal-id",
+    "scim-relay:job-id",
+    "scim-relay:tenant-url",
+    "scim-relay:warning-days",
+];
 
 /// A setting that is missing or malformed, named by its env var and tag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +150,11 @@ pub struct Defaults {
     pub provisioning: ProvisioningSettings,
     /// Fleet settings: discovery by prefix and fan-out (see `crate::fleet`).
     pub fleet: crate::fleet::FleetSettings,
+    /// Where a token may be sent (Apple's endpoints and the deployer's list).
+    pub allowed_tenant_urls: TenantUrlAllowList,
+    /// Per-target settings (`SCIM_RELAY_TARGET_SETTINGS`): the target as
+    /// listed, and its settings by env var name. Validated at load.
+    pub target_settings: TargetSettings,
 }
 
 /// Everything needed to manage one target, fully validated.
@@ -130,7 +167,10 @@ pub struct TargetConfig {
     pub credential: AppCredential,
     pub service_principal_id: String,
     pub job_id: Option<String>,
-    pub tenant_url: TenantUrl,
+    /// The target's SCIM address: already on the allow-list.
+    pub tenant_url: AllowedTenantUrl,
+    /// Where a token stored with its own `tenant_url` may be sent.
+    pub allowed_tenant_urls: TenantUrlAllowList,
     pub warning_days: u32,
     /// Sent with every PUT of this target's token.
     pub provisioning: ProvisioningSettings,
@@ -179,8 +219,8 @@ impl Defaults {
         if secret_ids.is_empty() && fleet.prefix.is_none() {
             return Err(ConfigError::global(ENV_SECRET_IDS, "lists no secret"));
         }
-        let endpoint = |key: &str, default: &str| {
-            Endpoint::parse(&non_empty(vars, key).unwrap_or_else(|| default.to_owned()))
+        let endpoint = |key: &str, default: &str, hosts: &[&str]| {
+            Endpoint::parse(&non_empty(vars, key).unwrap_or_else(|| default.to_owned()), hosts)
                 .map_err(|e| ConfigError::global(key, e))
         };
         let concurrency = match non_empty(vars, ENV_CONCURRENCY) {
@@ -208,8 +248,8 @@ impl Defaults {
             tenant_url: non_empty(vars, ENV_TENANT_URL),
             warning_days: non_empty(vars, ENV_WARNING_DAYS),
             alert_topic_arn: non_empty(vars, ENV_ALERT_TOPIC),
-            graph_endpoint: endpoint(ENV_GRAPH_ENDPOINT, "https://graph.microsoft.com")?,
-            login_endpoint: endpoint(ENV_LOGIN_ENDPOINT, "https://login.microsoftonline.com")?,
+            graph_endpoint: endpoint(ENV_GRAPH_ENDPOINT, "https://graph.microsoft.com", GRAPH_HOSTS)?,
+            login_endpoint: endpoint(ENV_LOGIN_ENDPOINT, "https://login.microsoftonline.com", LOGIN_HOSTS)?,
             dry_run: parse_bool(ENV_DRY_RUN, vars.get(ENV_DRY_RUN).map(String::as_str).unwrap_or(""))?,
             concurrency,
             provisioning: ProvisioningSettings {
@@ -226,7 +266,17 @@ impl Defaults {
                 },
             },
             fleet,
+            allowed_tenant_urls: TenantUrlAllowList::parse(
+                &non_empty(vars, ENV_ALLOWED_TENANT_URLS).unwrap_or_default(),
+            )
+            .map_err(|e| ConfigError::global(ENV_ALLOWED_TENANT_URLS, e))?,
+            target_settings: Vec::new(),
         };
+        let mut defaults = defaults;
+        if let Some(raw) = non_empty(vars, ENV_TARGET_SETTINGS) {
+            defaults.target_settings =
+                parse_target_settings(&raw, &defaults.secret_ids, defaults.fleet.prefix.as_deref())?;
+        }
         if let Some(arn) = &defaults.alert_topic_arn {
             let ok = arn.starts_with("arn:") && arn.split(':').nth(2) == Some("sns") && arn.split(':').count() == 6;
             if !ok {
@@ -236,12 +286,32 @@ impl Defaults {
                 ));
             }
         }
-        // Function-wide values are checked now, so a typo fails every
-        // invocation at once rather than one target at a time.
+        // Function-wide values and every target's own settings are checked
+        // now, so a typo fails every invocation at once rather than one
+        // target at a time.
         let probe = Self::resolve_fields(&defaults, &BTreeMap::new());
         for (setting, value, check) in probe {
             if let Some(v) = value {
                 check(&v).map_err(|e| ConfigError::global(setting, e))?;
+            }
+        }
+        if let Some(url) = &defaults.tenant_url {
+            let url = TenantUrl::parse(url).map_err(|e| ConfigError::global(ENV_TENANT_URL, e))?;
+            defaults.allowed_tenant_urls.check(&url).map_err(|e| ConfigError::global(ENV_TENANT_URL, e.to_string()))?;
+        }
+        for (id, settings) in &defaults.target_settings {
+            let at = |setting: &str| format!("{ENV_TARGET_SETTINGS} entry `{id}`, {setting}");
+            for (setting, value, check) in defaults.resolve_fields(settings) {
+                if let (Some(v), true) = (value, settings.contains_key(setting)) {
+                    check(&v).map_err(|e| ConfigError::global(&at(setting), e))?;
+                }
+            }
+            if let Some(url) = settings.get(ENV_TENANT_URL) {
+                let url = TenantUrl::parse(url).map_err(|e| ConfigError::global(&at(ENV_TENANT_URL), e))?;
+                defaults
+                    .allowed_tenant_urls
+                    .check(&url)
+                    .map_err(|e| ConfigError::global(&at(ENV_TENANT_URL), e.to_string()))?;
             }
         }
         Ok(defaults)
@@ -250,41 +320,48 @@ impl Defaults {
     #[allow(clippy::type_complexity)]
     fn resolve_fields(
         &self,
-        tags: &BTreeMap<String, String>,
+        own: &BTreeMap<String, String>,
     ) -> Vec<(&'static str, Option<String>, fn(&str) -> Result<(), String>)> {
-        let pick = |tag: &str, env: &Option<String>| {
-            tags.get(tag).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).or_else(|| env.clone())
+        let pick = |setting: &str, env: &Option<String>| {
+            own.get(setting).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).or_else(|| env.clone())
         };
         vec![
-            (ENV_TENANT_ID, pick(TAG_TENANT_ID, &self.tenant_id), check_tenant_id),
-            (ENV_CLIENT_ID, pick(TAG_CLIENT_ID, &self.client_id), check_guid),
-            (ENV_CLIENT_SECRET_ID, pick(TAG_CLIENT_SECRET_ID, &self.client_secret_id), |v| {
+            (ENV_TENANT_ID, pick(ENV_TENANT_ID, &self.tenant_id), check_tenant_id),
+            (ENV_CLIENT_ID, pick(ENV_CLIENT_ID, &self.client_id), check_guid),
+            (ENV_CLIENT_SECRET_ID, pick(ENV_CLIENT_SECRET_ID, &self.client_secret_id), |v| {
                 SecretId::parse(v).map(drop)
             }),
-            (ENV_AUTH, pick(TAG_AUTH, &self.auth), |v| parse_auth(v).map(drop)),
-            (ENV_CERTIFICATE_SECRET_ID, pick(TAG_CERTIFICATE_SECRET_ID, &self.certificate_secret_id), |v| {
+            (ENV_AUTH, pick(ENV_AUTH, &self.auth), |v| parse_auth(v).map(drop)),
+            (ENV_CERTIFICATE_SECRET_ID, pick(ENV_CERTIFICATE_SECRET_ID, &self.certificate_secret_id), |v| {
                 SecretId::parse(v).map(drop)
             }),
-            (ENV_FEDERATED_AUDIENCE, pick(TAG_FEDERATED_AUDIENCE, &self.federated_audience), check_audience),
-            (ENV_SP_ID, pick(TAG_SP_ID, &self.service_principal_id), check_guid),
-            (ENV_JOB_ID, pick(TAG_JOB_ID, &self.job_id), check_job_id),
-            (ENV_TENANT_URL, pick(TAG_TENANT_URL, &self.tenant_url), |v| TenantUrl::parse(v).map(drop)),
-            (ENV_WARNING_DAYS, pick(TAG_WARNING_DAYS, &self.warning_days), |v| parse_warning_days(v).map(drop)),
+            (ENV_FEDERATED_AUDIENCE, pick(ENV_FEDERATED_AUDIENCE, &self.federated_audience), check_audience),
+            (ENV_SP_ID, pick(ENV_SP_ID, &self.service_principal_id), check_guid),
+            (ENV_JOB_ID, pick(ENV_JOB_ID, &self.job_id), check_job_id),
+            (ENV_TENANT_URL, pick(ENV_TENANT_URL, &self.tenant_url), |v| TenantUrl::parse(v).map(drop)),
+            (ENV_WARNING_DAYS, pick(ENV_WARNING_DAYS, &self.warning_days), |v| parse_warning_days(v).map(drop)),
         ]
     }
 
-    /// The settings for one target: its tags override the environment.
-    pub fn for_target(
-        &self,
-        secret_id: &SecretId,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<TargetConfig, ConfigError> {
+    /// The target's own settings from `SCIM_RELAY_TARGET_SETTINGS`, if any.
+    pub fn own_settings(&self, secret_id: &SecretId) -> Option<&BTreeMap<String, String>> {
+        self.target_settings
+            .iter()
+            .find(|(id, _)| id.matches(secret_id.as_str()) || secret_id.matches(id.as_str()))
+            .map(|(_, s)| s)
+    }
+
+    /// The settings for one target: its entry in `SCIM_RELAY_TARGET_SETTINGS`
+    /// overrides the function-wide environment. Nothing comes from tags.
+    pub fn for_target(&self, secret_id: &SecretId) -> Result<TargetConfig, ConfigError> {
+        let empty = BTreeMap::new();
+        let own = self.own_settings(secret_id).unwrap_or(&empty);
         let err = |setting: &str, reason: String| {
-            let tag = tag_for(setting).map(|t| format!(" (tag {t})")).unwrap_or_default();
-            ConfigError { setting: format!("{setting}{tag}"), target: format!(" for target {secret_id}"), reason }
+            let where_ = if own.contains_key(setting) { format!(" ({ENV_TARGET_SETTINGS})") } else { String::new() };
+            ConfigError { setting: format!("{setting}{where_}"), target: format!(" for target {secret_id}"), reason }
         };
         let mut values: HashMap<&str, Option<String>> = HashMap::new();
-        for (setting, value, check) in self.resolve_fields(tags) {
+        for (setting, value, check) in self.resolve_fields(own) {
             if let Some(v) = &value {
                 check(v).map_err(|e| err(setting, e))?;
             }
@@ -327,6 +404,7 @@ impl Defaults {
         let job_id = values.remove(ENV_JOB_ID).flatten();
         let tenant_url = values.remove(ENV_TENANT_URL).flatten().unwrap_or_else(|| ABM_TENANT_URL.to_owned());
         let tenant_url = TenantUrl::parse(&tenant_url).map_err(|e| err(ENV_TENANT_URL, e))?;
+        let tenant_url = self.allowed_tenant_urls.check(&tenant_url).map_err(|e| err(ENV_TENANT_URL, e.to_string()))?;
         let warning_days = match values.remove(ENV_WARNING_DAYS).flatten() {
             Some(v) => parse_warning_days(&v).map_err(|e| err(ENV_WARNING_DAYS, e))?,
             None => 30,
@@ -339,6 +417,7 @@ impl Defaults {
             service_principal_id,
             job_id,
             tenant_url,
+            allowed_tenant_urls: self.allowed_tenant_urls.clone(),
             warning_days,
             provisioning: self.provisioning.clone(),
         })
@@ -350,20 +429,62 @@ impl Defaults {
     }
 }
 
-fn tag_for(setting: &str) -> Option<&'static str> {
-    Some(match setting {
-        ENV_TENANT_ID => TAG_TENANT_ID,
-        ENV_CLIENT_ID => TAG_CLIENT_ID,
-        ENV_CLIENT_SECRET_ID => TAG_CLIENT_SECRET_ID,
-        ENV_AUTH => TAG_AUTH,
-        ENV_CERTIFICATE_SECRET_ID => TAG_CERTIFICATE_SECRET_ID,
-        ENV_FEDERATED_AUDIENCE => TAG_FEDERATED_AUDIENCE,
-        ENV_SP_ID => TAG_SP_ID,
-        ENV_JOB_ID => TAG_JOB_ID,
-        ENV_TENANT_URL => TAG_TENANT_URL,
-        ENV_WARNING_DAYS => TAG_WARNING_DAYS,
-        _ => return None,
-    })
+/// Per-target settings: each target with its settings by env var name.
+pub type TargetSettings = Vec<(SecretId, BTreeMap<String, String>)>;
+
+/// Parses `SCIM_RELAY_TARGET_SETTINGS`: a JSON object whose keys name
+/// targets (as listed in `SCIM_RELAY_SECRET_IDS`, by name or ARN) and whose
+/// values are objects of per-target settings by env var name, all strings.
+fn parse_target_settings(raw: &str, targets: &[SecretId], prefix: Option<&str>) -> Result<TargetSettings, ConfigError> {
+    let fail = |reason: String| ConfigError::global(ENV_TARGET_SETTINGS, reason);
+    let doc: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+        fail(format!(
+            "is not valid JSON (line {}, column {}); expected {{\"SECRET\": {{\"ENTRA_TENANT_ID\": \"...\"}}}}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let serde_json::Value::Object(entries) = doc else {
+        return Err(fail("must be a JSON object whose keys are token secrets".into()));
+    };
+    let mut out: TargetSettings = Vec::new();
+    for (key, settings) in entries {
+        let id = SecretId::parse(&key).map_err(|e| fail(format!("entry {e}")))?;
+        // A secret under SCIM_RELAY_SECRET_PREFIX is a target too (issue 13).
+        let under_prefix = prefix.is_some_and(|p| id.name().starts_with(p));
+        if !under_prefix && !targets.iter().any(|t| t.matches(id.as_str()) || id.matches(t.as_str())) {
+            let or_prefix = prefix.map(|p| format!(" or under {ENV_SECRET_PREFIX} {p}")).unwrap_or_default();
+            return Err(fail(format!(
+                "entry `{}` is not one of the targets in {ENV_SECRET_IDS}{or_prefix}",
+                printable(&key)
+            )));
+        }
+        if out.iter().any(|(o, _)| o.matches(id.as_str()) || id.matches(o.as_str())) {
+            return Err(fail(format!("entry `{}` is listed twice", printable(&key))));
+        }
+        let serde_json::Value::Object(settings) = settings else {
+            return Err(fail(format!("entry `{}` must be an object of settings", printable(&key))));
+        };
+        let mut map = BTreeMap::new();
+        for (name, value) in settings {
+            if !PER_TARGET_SETTINGS.contains(&name.as_str()) {
+                return Err(fail(format!(
+                    "entry `{}` has the setting `{}`, which is not a per-target setting (allowed: {})",
+                    printable(&key),
+                    printable(&name),
+                    PER_TARGET_SETTINGS.join(", ")
+                )));
+            }
+            let value = match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => return Err(fail(format!("entry `{}`, setting `{name}` must be a string", printable(&key)))),
+            };
+            map.insert(name, value);
+        }
+        out.push((id, map));
+    }
+    Ok(out)
 }
 
 impl TargetConfig {
@@ -525,17 +646,19 @@ mod tests {
         let d = Defaults::from_vars(&vars(&[])).unwrap();
         assert_eq!(d.secret_ids.len(), 2);
         let id = d.secret_ids[1].clone();
-        let t = d.for_target(&id, &BTreeMap::new()).unwrap();
+        let t = d.for_target(&id).unwrap();
         assert_eq!(t.tenant_url.as_str(), ABM_TENANT_URL);
         assert_eq!(t.warning_days, 30);
-        let tags: BTreeMap<String, String> = [
-            (TAG_TENANT_URL.to_string(), crate::types::ASM_TENANT_URL.to_string()),
-            (TAG_WARNING_DAYS.to_string(), "14".to_string()),
-            (TAG_JOB_ID.to_string(), "Apple.abc.def".to_string()),
-        ]
-        .into();
-        let t = d.for_target(&id, &tags).unwrap();
+        let own = format!(
+            r#"{{"scim-relay/asm": {{"SCIM_TENANT_URL": "{}", "EXPIRY_WARNING_DAYS": 14, "ENTRA_JOB_ID": "Apple.abc.def"}}}}"#,
+            crate::types::ASM_TENANT_URL
+        );
+        let d = Defaults::from_vars(&vars(&[(ENV_TARGET_SETTINGS, &own)])).unwrap();
+        let t = d.for_target(&id).unwrap();
         assert_eq!((t.warning_days, t.job_id.as_deref()), (14, Some("Apple.abc.def")));
+        assert_eq!(t.tenant_url.as_str(), crate::types::ASM_TENANT_URL);
+        // The other target keeps the defaults.
+        assert_eq!(d.for_target(&d.secret_ids[0]).unwrap().warning_days, 30);
     }
 
     #[test]
@@ -549,17 +672,73 @@ mod tests {
         let mut v = vars(&[]);
         v.remove(ENV_SP_ID);
         let d = Defaults::from_vars(&v).unwrap();
-        let e = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "ENTRA_SERVICE_PRINCIPAL_ID (tag scim-relay:service-principal-id) for target scim-relay/abm: is required"
+        let e = d.for_target(&d.secret_ids[0]).unwrap_err();
+        assert_eq!(e.to_string(), "ENTRA_SERVICE_PRINCIPAL_ID for target scim-relay/abm: is required");
+        let e =
+            Defaults::from_vars(&vars(&[(ENV_TARGET_SETTINGS, r#"{"scim-relay/abm":{"ENTRA_CLIENT_ID":"nope"}}"#)]))
+                .unwrap_err();
+        assert!(
+            e.to_string().starts_with("SCIM_RELAY_TARGET_SETTINGS entry `scim-relay/abm`, ENTRA_CLIENT_ID: `nope`"),
+            "{e}"
         );
-        let tags: BTreeMap<String, String> = [(TAG_CLIENT_ID.to_string(), "nope".to_string())].into();
-        let d = Defaults::from_vars(&vars(&[])).unwrap();
-        let e = d.for_target(&d.secret_ids[0], &tags).unwrap_err();
-        assert!(e.to_string().contains("ENTRA_CLIENT_ID (tag scim-relay:client-id) for target scim-relay/abm"), "{e}");
         assert!(Defaults::from_vars(&vars(&[(ENV_DRY_RUN, "maybe")])).is_err());
         assert!(Defaults::from_vars(&vars(&[(ENV_SECRET_IDS, "a,a")])).is_err());
+    }
+
+    #[test]
+    fn target_settings_are_checked_at_load() {
+        for (doc, want) in [
+            ("[1]", "must be a JSON object"),
+            ("{", "is not valid JSON"),
+            (r#"{"scim-relay/other":{}}"#, "entry `scim-relay/other` is not one of the targets"),
+            (r#"{"scim-relay/abm":{"ALERT_TOPIC_ARN":"x"}}"#, "is not a per-target setting"),
+            (r#"{"scim-relay/abm":{"ENTRA_JOB_ID":true}}"#, "must be a string"),
+            (r#"{"scim-relay/abm":[]}"#, "must be an object of settings"),
+            (
+                r#"{"scim-relay/abm":{"SCIM_TENANT_URL":"https://scim.attacker.example/x"}}"#,
+                "is not an allowed SCIM address",
+            ),
+        ] {
+            let e = Defaults::from_vars(&vars(&[(ENV_TARGET_SETTINGS, doc)])).unwrap_err();
+            assert!(e.to_string().starts_with(ENV_TARGET_SETTINGS), "{doc}: {e}");
+            assert!(e.to_string().contains(want), "{doc}: {e}");
+        }
+    }
+
+    #[test]
+    fn tenant_url_setting_must_be_allowed() {
+        let e = Defaults::from_vars(&vars(&[(ENV_TENANT_URL, "https://scim.example.com/v2")])).unwrap_err();
+        assert_eq!(e.setting, ENV_TENANT_URL);
+        assert!(e.reason.contains(ENV_ALLOWED_TENANT_URLS), "{e}");
+        let d = Defaults::from_vars(&vars(&[
+            (ENV_TENANT_URL, "https://SCIM.example.com:443/v2/"),
+            (ENV_ALLOWED_TENANT_URLS, "https://scim.example.com/v2"),
+        ]))
+        .unwrap();
+        assert_eq!(d.for_target(&d.secret_ids[0]).unwrap().tenant_url.as_str(), "https://scim.example.com/v2");
+        let e = Defaults::from_vars(&vars(&[(ENV_ALLOWED_TENANT_URLS, "http://scim.example.com")])).unwrap_err();
+        assert_eq!(e.setting, ENV_ALLOWED_TENANT_URLS);
+    }
+
+    #[test]
+    fn endpoints_are_pinned_to_microsoft_or_loopback() {
+        for ok in ["https://graph.microsoft.us", "https://dod-graph.microsoft.us/", "http://127.0.0.1:9000"] {
+            assert!(Defaults::from_vars(&vars(&[(ENV_GRAPH_ENDPOINT, ok)])).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://graph.attacker.example",
+            "https://graph.microsoft.com.attacker.example",
+            "https://graph.microsoft.com:8443",
+            "https://login.microsoftonline.com",
+            "https://graph.microsoft.com/v1.0",
+            "http://10.0.0.5",
+        ] {
+            let e = Defaults::from_vars(&vars(&[(ENV_GRAPH_ENDPOINT, bad)])).unwrap_err();
+            assert_eq!(e.setting, ENV_GRAPH_ENDPOINT, "{bad}");
+        }
+        assert!(Defaults::from_vars(&vars(&[(ENV_LOGIN_ENDPOINT, "https://login.chinacloudapi.cn")])).is_ok());
+        let e = Defaults::from_vars(&vars(&[(ENV_LOGIN_ENDPOINT, "https://login.evil.example")])).unwrap_err();
+        assert_eq!(e.setting, ENV_LOGIN_ENDPOINT);
     }
 
     #[test]
@@ -567,7 +746,7 @@ mod tests {
         let secret_id = |s: &str| SecretId::parse(s).unwrap();
         // The default stays the client secret.
         let d = Defaults::from_vars(&vars(&[])).unwrap();
-        let t = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap();
+        let t = d.for_target(&d.secret_ids[0]).unwrap();
         assert_eq!(t.credential, AppCredential::Secret { secret_id: secret_id("scim-relay/graph") });
         assert_eq!(t.graph_app().credential, t.credential);
 
@@ -575,30 +754,30 @@ mod tests {
         let mut v = vars(&[(ENV_AUTH, "Certificate")]);
         v.remove(ENV_CLIENT_SECRET_ID);
         let d = Defaults::from_vars(&v).unwrap();
-        let e = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap_err();
+        let e = d.for_target(&d.secret_ids[0]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "ENTRA_CERTIFICATE_SECRET_ID (tag scim-relay:certificate-secret-id) for target scim-relay/abm: is required when ENTRA_AUTH is certificate"
+            "ENTRA_CERTIFICATE_SECRET_ID for target scim-relay/abm: is required when ENTRA_AUTH is certificate"
         );
         v.insert(ENV_CERTIFICATE_SECRET_ID.into(), "scim-relay/graph-cert".into());
         let d = Defaults::from_vars(&v).unwrap();
-        let t = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap();
+        let t = d.for_target(&d.secret_ids[0]).unwrap();
         assert_eq!(t.credential, AppCredential::Certificate { secret_id: secret_id("scim-relay/graph-cert") });
 
         // Federated: nothing to store; the audience defaults to Entra's.
         let d = Defaults::from_vars(&vars(&[(ENV_AUTH, "federated")])).unwrap();
-        let t = d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap();
+        let t = d.for_target(&d.secret_ids[0]).unwrap();
         assert_eq!(t.credential, AppCredential::Federated { audience: DEFAULT_FEDERATED_AUDIENCE.into() });
 
-        // A tag switches one target's method; the others keep the default.
-        let d = Defaults::from_vars(&vars(&[(ENV_FEDERATED_AUDIENCE, "api://custom")])).unwrap();
-        let tags: BTreeMap<String, String> = [(TAG_AUTH.to_string(), "federated".to_string())].into();
-        let t = d.for_target(&d.secret_ids[1], &tags).unwrap();
+        // The target settings switch one target's method; the others keep the default.
+        let d = Defaults::from_vars(&vars(&[
+            (ENV_FEDERATED_AUDIENCE, "api://custom"),
+            (ENV_TARGET_SETTINGS, r#"{"scim-relay/asm":{"ENTRA_AUTH":"federated"}}"#),
+        ]))
+        .unwrap();
+        let t = d.for_target(&d.secret_ids[1]).unwrap();
         assert_eq!(t.credential, AppCredential::Federated { audience: "api://custom".into() });
-        assert!(matches!(
-            d.for_target(&d.secret_ids[0], &BTreeMap::new()).unwrap().credential,
-            AppCredential::Secret { .. }
-        ));
+        assert!(matches!(d.for_target(&d.secret_ids[0]).unwrap().credential, AppCredential::Secret { .. }));
 
         // Malformed values name their setting before anything runs.
         let e = Defaults::from_vars(&vars(&[(ENV_AUTH, "password")])).unwrap_err();
@@ -607,10 +786,12 @@ mod tests {
         assert_eq!(e.setting, ENV_FEDERATED_AUDIENCE);
         let e = Defaults::from_vars(&vars(&[(ENV_CERTIFICATE_SECRET_ID, "bad id")])).unwrap_err();
         assert_eq!(e.setting, ENV_CERTIFICATE_SECRET_ID);
-        let tags: BTreeMap<String, String> = [(TAG_AUTH.to_string(), "cert".to_string())].into();
-        let d = Defaults::from_vars(&vars(&[])).unwrap();
-        let e = d.for_target(&d.secret_ids[0], &tags).unwrap_err();
-        assert!(e.to_string().starts_with("ENTRA_AUTH (tag scim-relay:auth) for target scim-relay/abm: `cert`"), "{e}");
+        let e = Defaults::from_vars(&vars(&[(ENV_TARGET_SETTINGS, r#"{"scim-relay/abm":{"ENTRA_AUTH":"cert"}}"#)]))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("SCIM_RELAY_TARGET_SETTINGS entry `scim-relay/abm`, ENTRA_AUTH: `cert`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -625,7 +806,7 @@ mod tests {
             ),
         ]))
         .unwrap();
-        let t = d.for_target(&d.secret_ids[1], &BTreeMap::new()).unwrap();
+        let t = d.for_target(&d.secret_ids[1]).unwrap();
         assert_eq!(t.provisioning.sync_all, Some(false));
         let text = t.provisioning.sync_notification_settings.clone().unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -652,9 +833,7 @@ mod tests {
             assert_eq!(e.setting, setting, "{bad}");
             assert!(e.to_string().contains(says), "{bad}: {e}");
         }
-        // Tags never set them: a tagger must not be able to widen the sync scope.
-        let tags: BTreeMap<String, String> = [("scim-relay:sync-all".to_string(), "true".to_string())].into();
-        let d = Defaults::from_vars(&vars(&[(ENV_SYNC_ALL, "false")])).unwrap();
-        assert_eq!(d.for_target(&d.secret_ids[0], &tags).unwrap().provisioning.sync_all, Some(false));
+        // Not a per-target setting: one value for the whole deployment.
+        assert!(!PER_TARGET_SETTINGS.contains(&ENV_SYNC_ALL));
     }
 }

@@ -54,35 +54,38 @@ pub async fn watch(
         .map_err(|e| format!("{setting} (secret {secret_id}) could not be read: {e}"))?;
     let Some(raw) = version.value else { return Ok(None) };
     let Ok(Some(expires)) = credential_expiry(&app.credential, raw.expose_secret()) else { return Ok(None) };
-    drop(raw);
     let info = store.describe(secret_id).await.map_err(|e| {
         format!("{setting} (secret {secret_id}): its tags could not be read (secretsmanager:DescribeSecret): {e}")
     })?;
+    // The records are sealed with the credential itself: a principal that
+    // may tag the secret but not read it cannot silence these alerts.
+    let seal = crate::seal::Seal::new(raw.expose_secret(), &info.name);
+    drop(raw);
+    let recorded = |tag: &str| info.tags.get(tag).and_then(|v| seal.open(tag, v));
     let days_left = (expires.as_second() - now.as_second()).div_euclid(86_400);
     let facts = Facts { app, secret_id: secret_id.as_str(), version: &version.version_id, expires, days_left };
     if expires <= now {
         let today = format_date(now);
-        if info.tags.get(TAG_CREDENTIAL_EXPIRED_ALERTED) == Some(&today) {
+        if recorded(TAG_CREDENTIAL_EXPIRED_ALERTED) == Some(today.as_str()) {
             return Ok(None);
         }
         return Ok(Some(CredentialAlert {
             alert: facts.alert(AlertKind::Expired),
-            tag: (TAG_CREDENTIAL_EXPIRED_ALERTED.to_owned(), today),
+            tag: (TAG_CREDENTIAL_EXPIRED_ALERTED.to_owned(), seal.seal(TAG_CREDENTIAL_EXPIRED_ALERTED, &today)),
         }));
     }
     let Some(due) = due_threshold(days_left, warning_days) else { return Ok(None) };
-    let announced = info
-        .tags
-        .get(TAG_CREDENTIAL_EXPIRY_WARNED)
+    let announced = recorded(TAG_CREDENTIAL_EXPIRY_WARNED)
         .and_then(|v| v.rsplit_once(':'))
         .filter(|(v, _)| *v == version.version_id)
         .and_then(|(_, days)| days.parse::<i64>().ok());
-    if announced.is_some_and(|a| a <= due) {
+    if announced == Some(due) {
         return Ok(None);
     }
+    let record = format!("{}:{due}", version.version_id);
     Ok(Some(CredentialAlert {
         alert: facts.alert(AlertKind::Expiring),
-        tag: (TAG_CREDENTIAL_EXPIRY_WARNED.to_owned(), format!("{}:{due}", version.version_id)),
+        tag: (TAG_CREDENTIAL_EXPIRY_WARNED.to_owned(), seal.seal(TAG_CREDENTIAL_EXPIRY_WARNED, &record)),
     }))
 }
 

@@ -135,11 +135,17 @@ fn check_prefix(p: &str) -> Result<String, String> {
     Ok(p.to_owned())
 }
 
-/// Whether `id` names one of the relay's own Graph credential secrets.
+/// Whether `id` names one of the relay's own Graph credential secrets (the
+/// function-wide ones, or any target's in `SCIM_RELAY_TARGET_SETTINGS`).
 fn is_own_credential(defaults: &Defaults, id: &SecretId) -> bool {
+    use crate::config::{ENV_CERTIFICATE_SECRET_ID, ENV_CLIENT_SECRET_ID};
+    let per_target = defaults.target_settings.iter().flat_map(|(_, settings)| {
+        [settings.get(ENV_CLIENT_SECRET_ID), settings.get(ENV_CERTIFICATE_SECRET_ID)].into_iter().flatten()
+    });
     [&defaults.client_secret_id, &defaults.certificate_secret_id]
         .into_iter()
         .flatten()
+        .chain(per_target)
         .filter_map(|c| SecretId::parse(c).ok())
         .any(|c| c.matches(id.as_str()) || id.matches(c.as_str()))
 }

@@ -22,5 +22,6 @@ pub mod panic;
 pub mod ports;
 pub mod relay;
 pub mod renew;
+pub mod seal;
 pub mod secret_value;
 pub mod types;

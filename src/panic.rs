@@ -43,7 +43,9 @@ mod tests {
         let token = crate::types::Token::parse(canary).unwrap();
         let value = crate::secret_value::SecretValue::parse(&format!(r#"{{"token":"{canary}"}}"#)).unwrap();
         let creds = crate::ports::Credentials {
-            base_address: crate::types::TenantUrl::parse(crate::types::ABM_TENANT_URL).unwrap(),
+            base_address: crate::types::TenantUrlAllowList::default()
+                .check(&crate::types::TenantUrl::parse(crate::types::ABM_TENANT_URL).unwrap())
+                .unwrap(),
             secret_token: token.clone(),
             settings: Default::default(),
         };

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::types::{SecretId, TenantUrl, Token};
+use crate::types::{AllowedTenantUrl, SecretId, Token};
 
 // ----------------------------------------------------------------- store --
 
@@ -224,10 +224,11 @@ pub struct JobRef {
     pub job_id: String,
 }
 
-/// What `validateCredentials` and `PUT secrets` carry.
+/// What `validateCredentials` and `PUT secrets` carry. The address has
+/// passed the deployer's allow-list: no other kind can be sent to Entra.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    pub base_address: TenantUrl,
+    pub base_address: AllowedTenantUrl,
     pub secret_token: Token,
     /// Sent with every `PUT secrets` (never with `validateCredentials`).
     pub settings: ProvisioningSettings,

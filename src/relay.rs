@@ -357,7 +357,16 @@ impl Relay {
                 return done(r);
             }
         };
-        let cfg = match self.defaults.for_target(id, &info.tags) {
+        let ignored: Vec<&str> =
+            crate::config::LEGACY_SETTING_TAGS.iter().copied().filter(|t| info.tags.contains_key(*t)).collect();
+        if !ignored.is_empty() {
+            warn!(
+                secret_id = %id,
+                tags = ?ignored,
+                "the secret has tags that earlier versions read as settings; they are ignored (anyone who can tag a secret could redirect its token): set per-target settings in SCIM_RELAY_TARGET_SETTINGS"
+            );
+        }
+        let cfg = match self.defaults.for_target(id) {
             Ok(cfg) => cfg,
             Err(e) => {
                 let r = TargetResult::failed(id.as_str(), Step::Configuration, e);
@@ -365,13 +374,7 @@ impl Relay {
                 return done(r);
             }
         };
-        let renewal = Renewal {
-            store: self.store.as_ref(),
-            entra,
-            cfg: &cfg,
-            now: (self.clock)(),
-            checkpoint: self.checkpoint.as_deref(),
-        };
+        let renewal = Renewal::new(self.store.as_ref(), entra, &cfg, (self.clock)(), self.checkpoint.as_deref());
         let report = renewal.run(req.action, req.opts, &info).await;
         log_result(&report.result);
         let mut undelivered = Vec::new();

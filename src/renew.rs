@@ -8,8 +8,10 @@ use tracing::{info, warn};
 use crate::alert::{Alert, AlertFacts, AlertKind};
 use crate::config::TargetConfig;
 use crate::ports::{
-    Credentials, Entra, EntraError, GraphApp, Job, JobRef, SecretInfo, SecretStore, StoreError, Validation,
+    Credentials, Entra, EntraError, GraphApp, Job, JobRef, SecretInfo, SecretStore, SecretVersion, StoreError,
+    Validation,
 };
+use crate::seal::Seal;
 use crate::secret_value::{format_date, format_time, Expiry, ExpirySource, SecretValue, SecretValueError};
 
 pub const LABEL_CURRENT: &str = "AWSCURRENT";
@@ -19,10 +21,11 @@ pub const TAG_STATUS: &str = "scim-relay:status";
 pub const TAG_CHECKED_AT: &str = "scim-relay:checked-at";
 pub const TAG_EXPIRES_AT: &str = "scim-relay:expires-at";
 pub const TAG_EXPIRES_SOURCE: &str = "scim-relay:expires-source";
-/// The version whose expiry `scim-relay:expires-at` records. A version's
-/// expiry never changes, so a run with nothing new to apply takes it from
-/// the tags instead of reading the token again.
+/// The version whose expiry `scim-relay:expires-at` records. A report only:
+/// expiry is always computed from the version's value, never read back.
 pub const TAG_EXPIRES_VERSION: &str = "scim-relay:expires-version";
+// The tags below are de-duplication state, sealed (see `crate::seal`): a
+// forged or edited one counts as absent.
 /// `VERSION:DAYS`: the last `expiring` threshold announced for the applied version.
 pub const TAG_EXPIRY_WARNED: &str = "scim-relay:expiry-warned";
 /// The UTC date of the last `expired` alert.
@@ -33,6 +36,15 @@ pub const TAG_APPLIED_ALERTED: &str = "scim-relay:applied-alerted";
 pub const TAG_REJECTED_ALERTED: &str = "scim-relay:rejected-alerted";
 /// The quarantine series (Graph's `seriesBegan`) last alerted.
 pub const TAG_QUARANTINE_ALERTED: &str = "scim-relay:quarantine-alerted";
+/// The UTC date of the last `failed` alert (at most one a day while failing).
+pub const TAG_FAILED_ALERTED: &str = "scim-relay:failed-alerted";
+/// `VERSION:NONCE`: which of two runs racing to apply a secret's first token
+/// sends the `applied` notice (there is no earlier label holder to arbitrate).
+pub const TAG_APPLY_CLAIM: &str = "scim-relay:apply-claim";
+
+/// How long a run waits after claiming a first apply before it looks which
+/// claim stands: longer than two racing runs' step 6 can be apart.
+pub const CLAIM_SETTLE: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// `expiring` is announced once at each of these days left (inside the window).
 pub const EXPIRY_THRESHOLDS: [i64; 5] = [30, 14, 7, 3, 1];
@@ -182,11 +194,26 @@ struct Failure {
     message: String,
 }
 
+/// What a run learnt before it failed: reported with the failure, so that
+/// expiry (computed before any Graph call) is never lost to a Graph outage.
+#[derive(Default)]
+struct Partial {
+    live: Option<Live>,
+    /// Sealed de-duplication records of alerts decided before the failure.
+    tags: Vec<(String, String)>,
+}
+
 trait At<T> {
     fn at(self, step: Step) -> Result<T, Failure>;
 }
 
 impl<T> At<T> for Result<T, EntraError> {
+    fn at(self, step: Step) -> Result<T, Failure> {
+        self.map_err(|e| Failure { step, message: e.to_string() })
+    }
+}
+
+impl<T> At<T> for Result<T, crate::types::NotAllowed> {
     fn at(self, step: Step) -> Result<T, Failure> {
         self.map_err(|e| Failure { step, message: e.to_string() })
     }
@@ -206,6 +233,7 @@ struct Candidate {
 }
 
 /// The applied version and when its token expires.
+#[derive(Clone)]
 struct Live {
     version_id: String,
     expiry: Expiry,
@@ -217,20 +245,9 @@ impl From<Candidate> for Live {
     }
 }
 
-impl Live {
-    /// As recorded in the tags, if they are about `version`.
-    fn from_tags(info: &SecretInfo, version: &str) -> Option<Self> {
-        if info.tags.get(TAG_EXPIRES_VERSION).map(String::as_str) != Some(version) {
-            return None;
-        }
-        let at = info.tags.get(TAG_EXPIRES_AT)?.parse::<Timestamp>().ok()?;
-        let source = ExpirySource::parse(info.tags.get(TAG_EXPIRES_SOURCE)?)?;
-        Some(Self { version_id: version.to_owned(), expiry: Expiry { at, source } })
-    }
-}
-
 /// Processes one target. `info` is the secret as described at the start of
-/// the run (its tags already gave `cfg`).
+/// the run. Nothing in its tags is taken as configuration or as truth about
+/// expiry; its sealed de-duplication records are honoured only if genuine.
 pub struct Renewal<'a> {
     pub store: &'a dyn SecretStore,
     pub entra: &'a dyn Entra,
@@ -239,12 +256,88 @@ pub struct Renewal<'a> {
     /// Test-only fault switch: called after each completed step of the apply
     /// sequence (a test makes it "kill the process" there). None in production.
     pub checkpoint: Option<&'a Checkpoint>,
+    /// Versions read in this run (each is read at most once).
+    read: std::sync::Mutex<std::collections::BTreeMap<String, SecretVersion>>,
+    /// Seals and opens the de-duplication records (see `crate::seal`).
+    seal: std::sync::Mutex<Option<std::sync::Arc<Seal>>>,
 }
 
 /// See [`Renewal::checkpoint`].
 pub type Checkpoint = dyn Fn(&str, Step) + Send + Sync;
 
-impl Renewal<'_> {
+impl<'a> Renewal<'a> {
+    pub fn new(
+        store: &'a dyn SecretStore,
+        entra: &'a dyn Entra,
+        cfg: &'a TargetConfig,
+        now: Timestamp,
+        checkpoint: Option<&'a Checkpoint>,
+    ) -> Self {
+        Self { store, entra, cfg, now, checkpoint, read: Default::default(), seal: Default::default() }
+    }
+
+    /// One version's value, read from the store at most once per run.
+    async fn get_version(&self, version_id: &str) -> Result<SecretVersion, StoreError> {
+        if let Some(v) = self.read.lock().unwrap_or_else(|e| e.into_inner()).get(version_id) {
+            return Ok(v.clone());
+        }
+        let v = self.store.get_version(&self.cfg.secret_id, Some(version_id)).await?;
+        self.read.lock().unwrap_or_else(|e| e.into_inner()).insert(version_id.to_owned(), v.clone());
+        Ok(v)
+    }
+
+    /// Keys the seal with the value of the applied version, else of
+    /// AWSCURRENT: a secret a tag-writer cannot read. Without one (nothing
+    /// stored, a binary value, the read failed) no record opens, so alerts
+    /// may repeat but are never silenced.
+    async fn prepare_seal(&self, info: &SecretInfo) {
+        let version = info.version_with(LABEL_APPLIED).or_else(|| info.version_with(LABEL_CURRENT));
+        match version {
+            Some(v) => self.key_seal_with(v, &info.name).await,
+            None => *self.seal.lock().unwrap_or_else(|e| e.into_inner()) = None,
+        }
+    }
+
+    /// Keys the seal with `version`'s value (after an apply: the new one).
+    async fn key_seal_with(&self, version: &str, secret_name: &str) {
+        let seal = match self.get_version(version).await {
+            Ok(v) => v.value.as_ref().map(|raw| {
+                use secrecy::ExposeSecret;
+                std::sync::Arc::new(Seal::new(raw.expose_secret(), secret_name))
+            }),
+            Err(e) => {
+                warn!(secret_id = self.id(), error = %e, "could not read the secret to check its alert records; alerts may repeat");
+                None
+            }
+        };
+        *self.seal.lock().unwrap_or_else(|e| e.into_inner()) = seal;
+    }
+
+    fn sealer(&self) -> Option<std::sync::Arc<Seal>> {
+        self.seal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The genuine de-duplication record under `tag`, if any.
+    fn recorded<'i>(&self, info: &'i SecretInfo, tag: &str) -> Option<&'i str> {
+        let raw = info.tags.get(tag)?;
+        self.sealer()?.open(tag, raw)
+    }
+
+    /// A de-duplication record to write under `tag`.
+    fn record(&self, tag: &str, value: &str) -> (String, String) {
+        let sealed = match self.sealer() {
+            Some(s) => s.seal(tag, value),
+            None => value.to_owned(),
+        };
+        (tag.to_owned(), sealed)
+    }
+
+    /// `alert`, recorded as sent under `tag` once delivered.
+    fn noted(&self, alert: Alert, tag: &str, value: &str) -> Alert {
+        let (_, sealed) = self.record(tag, value);
+        alert.recorded_as(tag, &sealed)
+    }
+
     fn app(&self) -> GraphApp {
         self.cfg.graph_app()
     }
@@ -273,26 +366,43 @@ impl Renewal<'_> {
 
     pub async fn run(&self, action: Action, opts: Options, info: &SecretInfo) -> TargetReport {
         let mut alerts = Vec::new();
+        let mut partial = Partial::default();
+        let writes = action != Action::Check && action != Action::Validate && !opts.dry_run;
+        if writes {
+            self.prepare_seal(info).await;
+        }
         let result = match action {
             Action::Check => self.check(info).await,
             Action::Validate => self.validate(info).await,
-            Action::Sync | Action::Apply => self.sync(opts, info, &mut alerts).await,
+            Action::Sync | Action::Apply => self.sync(opts, info, &mut alerts, &mut partial).await,
         };
         let mut result = match result {
             Ok(r) => r,
             Err(f) => {
-                let r = TargetResult::failed(self.id(), f.step, &f.message);
-                let writes = action != Action::Check && action != Action::Validate && !opts.dry_run;
-                // Alert on the first failure of a series, not on every run.
-                let was_failing = info.tags.get(TAG_STATUS).is_some_and(|s| s == "failed");
-                if writes && !was_failing {
-                    alerts.push(Alert::new(AlertKind::Failed, &self.facts(None, None, &r.message)));
+                let mut r = TargetResult::failed(self.id(), f.step, &f.message);
+                // What was learnt before the failure is still reported (and
+                // the DaysLeft metric emitted from it).
+                if let Some(live) = &partial.live {
+                    r.version_id = Some(live.version_id.clone());
+                    r.expires_at = Some(format_time(live.expiry.at));
+                    r.expires_source = Some(live.expiry.source);
+                    r.days_left = Some(live.expiry.days_left(self.now));
+                }
+                // At most one `failed` alert a UTC day while a target fails.
+                let today = format_date(self.now);
+                if writes && self.recorded(info, TAG_FAILED_ALERTED) != Some(today.as_str()) {
+                    let version = partial.live.as_ref().map(|l| l.version_id.as_str());
+                    let expiry = partial.live.as_ref().map(|l| &l.expiry);
+                    alerts.push(self.noted(
+                        Alert::new(AlertKind::Failed, &self.facts(version, expiry, &r.message)),
+                        TAG_FAILED_ALERTED,
+                        &today,
+                    ));
                 }
                 if writes {
-                    let tags = vec![
-                        (TAG_STATUS.to_owned(), "failed".to_owned()),
-                        (TAG_CHECKED_AT.to_owned(), format_time(self.now)),
-                    ];
+                    let mut tags = std::mem::take(&mut partial.tags);
+                    tags.push((TAG_STATUS.to_owned(), "failed".to_owned()));
+                    tags.push((TAG_CHECKED_AT.to_owned(), format_time(self.now)));
                     if let Err(e) = self.store.tag(&self.cfg.secret_id, &tags).await {
                         warn!(secret_id = self.id(), error = %e, "could not record the failure on the secret");
                     }
@@ -305,7 +415,13 @@ impl Renewal<'_> {
     }
 
     /// Sync and apply: steps 1–6 of the SPEC for AWSCURRENT when it is new.
-    async fn sync(&self, opts: Options, info: &SecretInfo, alerts: &mut Vec<Alert>) -> Result<TargetResult, Failure> {
+    async fn sync(
+        &self,
+        opts: Options,
+        info: &SecretInfo,
+        alerts: &mut Vec<Alert>,
+        partial: &mut Partial,
+    ) -> Result<TargetResult, Failure> {
         let current = info
             .version_with(LABEL_CURRENT)
             .ok_or_else(|| Failure {
@@ -316,7 +432,7 @@ impl Renewal<'_> {
         let applied = info.version_with(LABEL_APPLIED).map(str::to_owned);
         let is_new = !info.has_label(&current, LABEL_APPLIED) && !info.has_label(&current, LABEL_REJECTED);
         if !is_new && !opts.force {
-            return self.unchanged(info, &current, !opts.dry_run, alerts).await;
+            return self.unchanged(info, &current, !opts.dry_run, alerts, partial).await;
         }
 
         // Step 1: parse and check locally. Nothing has been sent to Entra.
@@ -328,7 +444,7 @@ impl Renewal<'_> {
                 return self.reject(info, &current, msg, opts, alerts).await;
             }
         };
-        let creds = self.credentials(&candidate);
+        let creds = self.credentials(&candidate).at(Step::ReadSecret)?;
         let app = self.app();
         let job = self.find_job(&app).await?;
 
@@ -398,18 +514,26 @@ impl Renewal<'_> {
                 .at(Step::MoveLabel)?;
         }
         self.reached(Step::MoveLabel);
+        // From now on the records are keyed with the new applied value.
+        self.key_seal_with(&current, &info.name).await;
         self.write_tags("applied", Some((&current, &candidate.expiry))).await;
         self.reached(Step::WriteTags);
+        if applied.is_none() && !self.won_first_apply(&current).await? {
+            result.outcome = Outcome::Unchanged;
+            result.message = format!("version {current} was applied by a concurrent run, which sends the notice");
+            return Ok(result);
+        }
         let mut detail = format!("version {current} is live in Entra and passed Test Connection after saving");
         if result.quarantine_cleared {
             detail.push_str("; the job's quarantine was cleared");
         } else if job_state.is_paused() {
             detail.push_str("; the provisioning job is paused and was left paused");
         }
-        alerts.push(
-            Alert::new(AlertKind::Applied, &self.facts(Some(&current), Some(&candidate.expiry), &detail))
-                .recorded_as(TAG_APPLIED_ALERTED, &current),
-        );
+        alerts.push(self.noted(
+            Alert::new(AlertKind::Applied, &self.facts(Some(&current), Some(&candidate.expiry), &detail)),
+            TAG_APPLIED_ALERTED,
+            &current,
+        ));
         info!(secret_id = self.id(), version_id = %current, "token applied");
         result.message = detail;
         Ok(result)
@@ -418,23 +542,55 @@ impl Renewal<'_> {
     /// Reads a version and runs every local check. The outer error is an
     /// AWS failure; the inner one a bad value.
     async fn read_candidate(&self, version_id: &str) -> Result<Result<Candidate, SecretValueError>, Failure> {
-        let v = self.store.get_version(&self.cfg.secret_id, Some(version_id)).await.at(Step::ReadSecret)?;
+        let v = self.get_version(version_id).await.at(Step::ReadSecret)?;
         let Some(raw) = v.value.as_ref() else { return Ok(Err(SecretValueError::Binary)) };
         use secrecy::ExposeSecret;
-        Ok(SecretValue::parse_and_check(raw.expose_secret(), v.created, self.now).map(|(value, expiry)| Candidate {
-            version_id: version_id.to_owned(),
-            value,
-            expiry,
-        }))
+        let checked =
+            SecretValue::parse_and_check(raw.expose_secret(), v.created, self.now).and_then(|(value, expiry)| {
+                // Where the token would go is checked here, in step 1, before
+                // anything is sent to Entra.
+                if let Some(url) = &value.tenant_url {
+                    self.cfg.allowed_tenant_urls.check(url).map_err(SecretValueError::TenantUrlNotAllowed)?;
+                }
+                Ok(Candidate { version_id: version_id.to_owned(), value, expiry })
+            });
+        Ok(checked)
     }
 
-    /// What Entra is sent for a token: its own tenant URL, else the target's.
-    fn credentials(&self, c: &Candidate) -> Credentials {
-        Credentials {
-            base_address: c.value.tenant_url.clone().unwrap_or_else(|| self.cfg.tenant_url.clone()),
-            secret_token: c.value.token.clone(),
-            settings: self.cfg.provisioning.clone(),
+    /// What Entra is sent for a token: its own tenant URL, else the
+    /// target's, and only an address on the deployer's allow-list.
+    fn credentials(&self, c: &Candidate) -> Result<Credentials, crate::types::NotAllowed> {
+        let base_address = match &c.value.tenant_url {
+            Some(url) => self.cfg.allowed_tenant_urls.check(url)?,
+            None => self.cfg.tenant_url.clone(),
+        };
+        Ok(Credentials { base_address, secret_token: c.value.token.clone(), settings: self.cfg.provisioning.clone() })
+    }
+
+    /// Two runs that apply a secret's first token at once both move the
+    /// label (there is no earlier holder for `RemoveFromVersionId` to
+    /// arbitrate). Each claims the notice in a tag, waits, and looks which
+    /// claim stands: the last writer's. A later run that finds the notice
+    /// already recorded as sent stands down too. If the winner dies before
+    /// sending, the next run sends the notice (it is recorded only once sent).
+    async fn won_first_apply(&self, version: &str) -> Result<bool, Failure> {
+        let mut nonce = [0u8; 8];
+        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
+            return Ok(true);
         }
+        let claim = format!("{version}:{}", nonce.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        if let Err(e) = self.store.tag(&self.cfg.secret_id, &[(TAG_APPLY_CLAIM.to_owned(), claim.clone())]).await {
+            // Without a claim there is nothing to arbitrate with: send (at
+            // least once rather than never).
+            warn!(secret_id = self.id(), error = %e, "could not claim the first apply's notice; sending it");
+            return Ok(true);
+        }
+        tokio::time::sleep(CLAIM_SETTLE).await;
+        let now = self.store.describe(&self.cfg.secret_id).await.at(Step::WriteTags)?;
+        if self.recorded(&now, TAG_APPLIED_ALERTED) == Some(version) {
+            return Ok(false);
+        }
+        Ok(now.tags.get(TAG_APPLY_CLAIM) == Some(&claim))
     }
 
     /// Labels `version` rejected (not tried again until a newer version or `force`).
@@ -449,7 +605,7 @@ impl Renewal<'_> {
     /// The applied version's value and expiry, if a version is applied.
     async fn applied_token(&self, applied: Option<&str>) -> Result<Option<Candidate>, Failure> {
         let Some(v) = applied else { return Ok(None) };
-        let read = self.store.get_version(&self.cfg.secret_id, Some(v)).await.at(Step::ReadSecret)?;
+        let read = self.get_version(v).await.at(Step::ReadSecret)?;
         use secrecy::ExposeSecret;
         let Some(raw) = read.value.as_ref() else { return Ok(None) };
         // The applied token is already live: parse it, but do not refuse it
@@ -460,13 +616,10 @@ impl Renewal<'_> {
         }))
     }
 
-    /// The applied version and its expiry: from the tags when they record
-    /// that version, else by reading and parsing its token.
+    /// The applied version and its expiry, computed from its value on every
+    /// run (the expiry tags are reports, never read back).
     async fn applied_live(&self, info: &SecretInfo) -> Result<Option<Live>, Failure> {
         let Some(applied) = info.version_with(LABEL_APPLIED) else { return Ok(None) };
-        if let Some(live) = Live::from_tags(info, applied) {
-            return Ok(Some(live));
-        }
         Ok(self.applied_token(Some(applied)).await?.map(Live::from))
     }
 
@@ -487,7 +640,7 @@ impl Renewal<'_> {
             many => Err(Failure {
                 step: Step::FindJob,
                 message: format!(
-                    "the enterprise app (service principal {sp}) has {} provisioning jobs ({}); set ENTRA_JOB_ID or the tag scim-relay:job-id to the one to manage",
+                    "the enterprise app (service principal {sp}) has {} provisioning jobs ({}); set ENTRA_JOB_ID (or this target's ENTRA_JOB_ID in SCIM_RELAY_TARGET_SETTINGS) to the one to manage",
                     many.len(),
                     many.iter().map(|j| j.id.as_str()).collect::<Vec<_>>().join(", ")
                 ),
@@ -525,10 +678,11 @@ impl Renewal<'_> {
         }
         self.mark_rejected(info, version).await?;
         self.write_tags("rejected", live.as_ref().map(|c| (c.version_id.as_str(), &c.expiry))).await;
-        alerts.push(
-            Alert::new(AlertKind::Rejected, &self.facts(Some(version), live.as_ref().map(|c| &c.expiry), &r.message))
-                .recorded_as(TAG_REJECTED_ALERTED, version),
-        );
+        alerts.push(self.noted(
+            Alert::new(AlertKind::Rejected, &self.facts(Some(version), live.as_ref().map(|c| &c.expiry), &r.message)),
+            TAG_REJECTED_ALERTED,
+            version,
+        ));
         Ok(r)
     }
 
@@ -557,7 +711,13 @@ impl Renewal<'_> {
                 ),
             });
         };
-        let creds = self.credentials(&previous);
+        let creds = self.credentials(&previous).map_err(|e| Failure {
+            step: Step::RestorePreviousToken,
+            message: format!(
+                "version {version} failed once saved ({why}); the previously applied version {} was not put back because {e}",
+                previous.version_id
+            ),
+        })?;
         self.entra.save_credentials(app, &job.service_principal_id, &creds).await.at(Step::RestorePreviousToken)?;
         if let Validation::Refused(again) =
             self.entra.validate_credentials(app, job, None).await.at(Step::RestorePreviousToken)?
@@ -578,10 +738,11 @@ impl Renewal<'_> {
             "version {version} passed Test Connection but failed it once saved ({why}); version {} was restored and passes",
             previous.version_id
         );
-        alerts.push(
-            Alert::new(AlertKind::RolledBack, &self.facts(Some(version), Some(&previous.expiry), &r.message))
-                .recorded_as(TAG_REJECTED_ALERTED, version),
-        );
+        alerts.push(self.noted(
+            Alert::new(AlertKind::RolledBack, &self.facts(Some(version), Some(&previous.expiry), &r.message)),
+            TAG_REJECTED_ALERTED,
+            version,
+        ));
         Ok(r)
     }
 
@@ -603,14 +764,20 @@ impl Renewal<'_> {
     }
 
     /// Nothing new to apply: report, then watch expiry and job health.
+    /// Expiry is worked out from the secret and announced before any Graph
+    /// call, so a Graph outage, an expired relay credential or a broken job
+    /// never silences `expiring` / `expired` (they are reported with the
+    /// failure).
     async fn unchanged(
         &self,
         info: &SecretInfo,
         current: &str,
         write: bool,
         alerts: &mut Vec<Alert>,
+        partial: &mut Partial,
     ) -> Result<TargetResult, Failure> {
         let live = self.applied_live(info).await?;
+        partial.live = live.clone();
         let mut r = match &live {
             Some(c) => self.result_for(Outcome::Unchanged, &c.version_id, Some(&c.expiry)),
             None => TargetResult::new(self.id(), Outcome::Unchanged, ""),
@@ -620,10 +787,6 @@ impl Renewal<'_> {
         } else {
             "the applied token is current; nothing to do".to_owned()
         }];
-        let app = self.app();
-        let job = self.find_job(&app).await?;
-        let job_state = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
-        r.job_status = Some(job_state.status.clone());
         let mut tags = Vec::new();
         if write {
             self.resend_undelivered(info, current, live.as_ref(), alerts);
@@ -632,8 +795,13 @@ impl Renewal<'_> {
             notes.push(expiry_note(&live.expiry, self.now));
             if write {
                 self.watch_expiry(info, live, alerts, &mut tags);
+                partial.tags.clone_from(&tags);
             }
         }
+        let app = self.app();
+        let job = self.find_job(&app).await?;
+        let job_state = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
+        r.job_status = Some(job_state.status.clone());
         if let Some(q) = &job_state.quarantine.as_ref().filter(|_| job_state.in_quarantine()) {
             notes.push(format!("the provisioning job is in quarantine ({})", q.reason));
             if write {
@@ -651,27 +819,27 @@ impl Renewal<'_> {
     /// never delivered (a crash, an SNS outage) is sent now.
     fn resend_undelivered(&self, info: &SecretInfo, current: &str, live: Option<&Live>, alerts: &mut Vec<Alert>) {
         if let Some(live) = live {
-            if info.tags.get(TAG_APPLIED_ALERTED).map(String::as_str) != Some(live.version_id.as_str()) {
+            if self.recorded(info, TAG_APPLIED_ALERTED) != Some(live.version_id.as_str()) {
                 let detail = format!(
                     "version {} was applied earlier and is live in Entra (this notice could not be delivered then)",
                     live.version_id
                 );
-                alerts.push(
-                    Alert::new(AlertKind::Applied, &self.facts(Some(&live.version_id), Some(&live.expiry), detail))
-                        .recorded_as(TAG_APPLIED_ALERTED, &live.version_id),
-                );
+                alerts.push(self.noted(
+                    Alert::new(AlertKind::Applied, &self.facts(Some(&live.version_id), Some(&live.expiry), detail)),
+                    TAG_APPLIED_ALERTED,
+                    &live.version_id,
+                ));
             }
         }
-        if info.has_label(current, LABEL_REJECTED)
-            && info.tags.get(TAG_REJECTED_ALERTED).map(String::as_str) != Some(current)
-        {
+        if info.has_label(current, LABEL_REJECTED) && self.recorded(info, TAG_REJECTED_ALERTED) != Some(current) {
             let detail = format!(
                 "version {current} was refused earlier and Entra kept the previous token (this notice could not be delivered then)"
             );
-            alerts.push(
-                Alert::new(AlertKind::Rejected, &self.facts(Some(current), live.map(|c| &c.expiry), detail))
-                    .recorded_as(TAG_REJECTED_ALERTED, current),
-            );
+            alerts.push(self.noted(
+                Alert::new(AlertKind::Rejected, &self.facts(Some(current), live.map(|c| &c.expiry), detail)),
+                TAG_REJECTED_ALERTED,
+                current,
+            ));
         }
     }
 
@@ -696,9 +864,12 @@ impl Renewal<'_> {
             None => {
                 message.push_str("; there is no earlier applied version to put back, so the next run repeats the apply")
             }
-            Some(prev) => {
-                let creds = self.credentials(&prev);
-                match self.entra.save_credentials(app, &job.service_principal_id, &creds).await {
+            Some(prev) => match self.credentials(&prev) {
+                Err(e) => message.push_str(&format!(
+                    "; the previously applied version {} was not put back because {e}; the next run repeats the apply",
+                    prev.version_id
+                )),
+                Ok(creds) => match self.entra.save_credentials(app, &job.service_principal_id, &creds).await {
                     Ok(()) => message.push_str(&format!(
                         "; the previously applied version {} was put back in Entra and the next run tries again",
                         prev.version_id
@@ -707,8 +878,8 @@ impl Renewal<'_> {
                         "; putting back version {} failed too ({e}); the next run repeats the apply",
                         prev.version_id
                     )),
-                }
-            }
+                },
+            },
         }
         warn!(secret_id = self.id(), version_id = %version, step = ?step, "apply interrupted after saving; restored what could be restored");
         Failure { step, message }
@@ -720,22 +891,23 @@ impl Renewal<'_> {
         let expiry = &live.expiry;
         if expiry.at <= self.now {
             let today = format_date(self.now);
-            if info.tags.get(TAG_EXPIRED_ALERTED) != Some(&today) {
+            if self.recorded(info, TAG_EXPIRED_ALERTED) != Some(today.as_str()) {
                 let detail =
                     format!("the token applied from version {} expired on {}", live.version_id, format_date(expiry.at));
                 alerts.push(Alert::new(AlertKind::Expired, &self.facts(Some(&live.version_id), Some(expiry), detail)));
-                tags.push((TAG_EXPIRED_ALERTED.to_owned(), today));
+                tags.push(self.record(TAG_EXPIRED_ALERTED, &today));
             }
             return;
         }
         let Some(due) = due_threshold(expiry.days_left(self.now), self.cfg.warning_days) else { return };
-        let announced = info
-            .tags
-            .get(TAG_EXPIRY_WARNED)
+        let announced = self
+            .recorded(info, TAG_EXPIRY_WARNED)
             .and_then(|v| v.rsplit_once(':'))
             .filter(|(version, _)| *version == live.version_id)
             .and_then(|(_, days)| days.parse::<i64>().ok());
-        if announced.is_some_and(|a| a <= due) {
+        // Only a genuine record of this very threshold silences it: an old
+        // record brought back makes the alert repeat, never skip ahead.
+        if announced == Some(due) {
             return;
         }
         let detail = format!(
@@ -744,7 +916,7 @@ impl Renewal<'_> {
             format_date(expiry.at)
         );
         alerts.push(Alert::new(AlertKind::Expiring, &self.facts(Some(&live.version_id), Some(expiry), detail)));
-        tags.push((TAG_EXPIRY_WARNED.to_owned(), format!("{}:{due}", live.version_id)));
+        tags.push(self.record(TAG_EXPIRY_WARNED, &format!("{}:{due}", live.version_id)));
     }
 
     /// One `quarantine` alert per quarantine series.
@@ -757,7 +929,7 @@ impl Renewal<'_> {
         tags: &mut Vec<(String, String)>,
     ) {
         let series = tag_value(q.series_began.as_deref().or(q.current_began.as_deref()).unwrap_or("unknown"));
-        if info.tags.get(TAG_QUARANTINE_ALERTED) == Some(&series) {
+        if self.recorded(info, TAG_QUARANTINE_ALERTED) == Some(series.as_str()) {
             return;
         }
         let mut detail = format!("Entra put the provisioning job in quarantine: {}", q.reason);
@@ -771,7 +943,7 @@ impl Renewal<'_> {
             detail.push_str(&format!("; next attempt {n}"));
         }
         alerts.push(Alert::new(AlertKind::Quarantine, &self.facts(None, expiry, detail)));
-        tags.push((TAG_QUARANTINE_ALERTED.to_owned(), series));
+        tags.push(self.record(TAG_QUARANTINE_ALERTED, &series));
     }
 
     async fn check(&self, info: &SecretInfo) -> Result<TargetResult, Failure> {
@@ -863,7 +1035,8 @@ fn expiry_note(e: &Expiry, now: Timestamp) -> String {
 
 /// Secrets Manager tag values allow letters, digits, spaces and `_.:/=+-@`.
 fn tag_value(s: &str) -> String {
-    s.chars().filter(|c| c.is_alphanumeric() || " _.:/=+-@".contains(*c)).take(256).collect()
+    // 200: room for the seal within the 256 characters of a tag value.
+    s.chars().filter(|c| c.is_ascii_alphanumeric() || " _.:/=+-".contains(*c)).take(200).collect()
 }
 
 #[cfg(test)]

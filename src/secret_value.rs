@@ -79,6 +79,8 @@ pub enum SecretValueError {
     Expired(String),
     #[error("the secret version holds binary data; store the token as a string")]
     Binary,
+    #[error("`tenant_url`: {0}")]
+    TenantUrlNotAllowed(crate::types::NotAllowed),
 }
 
 impl SecretValue {

@@ -111,9 +111,14 @@ impl serde::Serialize for SecretId {
     }
 }
 
-/// The SCIM base address Entra sends users to: always https.
+/// The SCIM base address Entra sends users to: always https, in canonical
+/// form, so that two spellings of one address compare equal and a
+/// look-alike does not. Canonical: lower-case host in ASCII (IDN as
+/// punycode, a trailing dot dropped), no default port, percent-escapes of
+/// unreserved characters decoded and the rest in upper case, no trailing
+/// slash. No user, password, query or fragment is accepted.
 #[derive(Clone, PartialEq, Eq)]
-pub struct TenantUrl(url::Url);
+pub struct TenantUrl(String);
 
 pub const ABM_TENANT_URL: &str = "https://federation.apple.com/feeds/business/scim";
 pub const ASM_TENANT_URL: &str = "https://federation.apple.com/feeds/school/scim";
@@ -121,26 +126,67 @@ pub const ASM_TENANT_URL: &str = "https://federation.apple.com/feeds/school/scim
 impl TenantUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let s = raw.trim();
+        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(format!("`{}` has a space or control character inside", printable(s)));
+        }
         let url = url::Url::parse(s).map_err(|e| format!("`{}` is not a URL ({e})", printable(s)))?;
         if url.scheme() != "https" {
             return Err(format!("`{}` must start with https://", printable(s)));
         }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(format!("`{}` has no host", printable(s)));
-        }
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
-                "`{}` must be a plain base address (no user, query or fragment)",
-                printable(url.origin().ascii_serialization().as_str())
+                "`{}` must be a plain base address (no user, password, query or fragment)",
+                printable(s)
             ));
         }
-        Ok(Self(url))
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => {
+                let d = d.strip_suffix('.').unwrap_or(d);
+                if d.is_empty() || d.contains("..") {
+                    return Err(format!("`{}` has no valid host", printable(s)));
+                }
+                d.to_ascii_lowercase()
+            }
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+            None => return Err(format!("`{}` has no host", printable(s))),
+        };
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let path = canonical_path(url.path());
+        Ok(Self(format!("https://{host}{port}{path}")))
     }
 
-    /// The address as Entra should store it, without a trailing slash.
+    /// The address as Entra should store it: canonical, without a trailing slash.
     pub fn as_str(&self) -> &str {
-        self.0.as_str().trim_end_matches('/')
+        &self.0
     }
+}
+
+/// Decodes percent-escapes of unreserved characters (RFC 3986 2.3), writes
+/// the others in upper case, and drops trailing slashes.
+fn canonical_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' && i + 2 < bytes.len() {
+            let hex = &path[i + 1..i + 3];
+            if let (true, Ok(v)) = (hex.bytes().all(|h| h.is_ascii_hexdigit()), u8::from_str_radix(hex, 16)) {
+                if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                    out.push(v as char);
+                } else {
+                    out.push('%');
+                    out.push_str(&hex.to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b as char);
+        i += 1;
+    }
+    out.trim_end_matches('/').to_owned()
 }
 
 impl fmt::Display for TenantUrl {
@@ -155,14 +201,109 @@ impl fmt::Debug for TenantUrl {
     }
 }
 
-/// An endpoint the relay talks to (Graph or the login service). https, or
-/// plain http only to a loopback address (tests, the local demo), so that a
-/// client secret never crosses a network in the clear.
+/// The setting that lists the SCIM addresses, besides Apple's own, that a
+/// token may be sent to.
+pub const ALLOWED_TENANT_URLS_SETTING: &str = "SCIM_RELAY_ALLOWED_TENANT_URLS";
+
+/// Where a token may go: Apple's two SCIM endpoints and the addresses the
+/// deployer listed (`SCIM_RELAY_ALLOWED_TENANT_URLS`). Nothing else.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TenantUrlAllowList(Vec<TenantUrl>);
+
+impl Default for TenantUrlAllowList {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
+}
+
+impl TenantUrlAllowList {
+    /// Apple's endpoints plus `extra`.
+    pub fn new(extra: Vec<TenantUrl>) -> Self {
+        let mut all: Vec<TenantUrl> = [ABM_TENANT_URL, ASM_TENANT_URL]
+            .iter()
+            .map(|u| TenantUrl::parse(u).expect("Apple's SCIM endpoints parse"))
+            .collect();
+        for u in extra {
+            if !all.contains(&u) {
+                all.push(u);
+            }
+        }
+        Self(all)
+    }
+
+    /// The deployer's comma-separated list, each entry a full https address.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut extra = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            extra.push(TenantUrl::parse(part).map_err(|e| format!("entry {e}"))?);
+        }
+        Ok(Self::new(extra))
+    }
+
+    /// `url` if it is on the list.
+    pub fn check(&self, url: &TenantUrl) -> Result<AllowedTenantUrl, NotAllowed> {
+        match self.0.iter().find(|a| *a == url) {
+            Some(a) => Ok(AllowedTenantUrl(a.clone())),
+            None => Err(NotAllowed(url.as_str().to_owned())),
+        }
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &TenantUrl> {
+        self.0.iter()
+    }
+}
+
+/// A tenant URL outside the allow-list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{}` is not an allowed SCIM address: a token is only sent to Apple's SCIM endpoints ({ABM_TENANT_URL}, {ASM_TENANT_URL}) or to an address the deployer lists in {ALLOWED_TENANT_URLS_SETTING}",
+    printable(.0)
+)]
+pub struct NotAllowed(pub String);
+
+/// A tenant URL that passed the allow-list: the only kind of address the
+/// Entra port accepts as a BaseAddress.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AllowedTenantUrl(TenantUrl);
+
+impl AllowedTenantUrl {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn tenant_url(&self) -> &TenantUrl {
+        &self.0
+    }
+}
+
+impl fmt::Display for AllowedTenantUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for AllowedTenantUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AllowedTenantUrl({})", self.as_str())
+    }
+}
+
+/// Microsoft Graph's hosts: global, US Government L4 and L5 (DoD), China (21Vianet).
+pub const GRAPH_HOSTS: &[&str] =
+    &["graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn"];
+/// The Microsoft identity platform's sign-in hosts: global, US Government, China (21Vianet).
+pub const LOGIN_HOSTS: &[&str] = &["login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"];
+
+/// An endpoint the relay talks to (Graph or the login service): one of
+/// Microsoft's hosts for that service over https on the default port, or a
+/// loopback address (tests, the local demo; plain http allowed there).
+/// Anything else would hand the relay's credential to someone else.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Endpoint(url::Url);
 
 impl Endpoint {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    /// `hosts`: the Microsoft hosts allowed for this endpoint.
+    pub fn parse(raw: &str, hosts: &[&str]) -> Result<Self, String> {
         let s = raw.trim();
         let url = url::Url::parse(s).map_err(|e| format!("`{}` is not a URL ({e})", printable(s)))?;
         let loopback = match url.host() {
@@ -171,19 +312,31 @@ impl Endpoint {
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             None => false,
         };
-        match url.scheme() {
-            "https" => {}
-            "http" if loopback => {}
-            "http" => {
-                return Err(format!(
-                    "`{}` must use https (plain http is allowed only for a loopback address)",
-                    printable(s)
-                ))
-            }
-            _ => return Err(format!("`{}` must be an https URL", printable(s))),
-        }
-        if url.host().is_none() || url.query().is_some() || !url.username().is_empty() {
+        if url.host().is_none()
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
             return Err(format!("`{}` must be a plain https://host address", printable(s)));
+        }
+        if loopback {
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(format!("`{}` must be an http(s) URL", printable(s)));
+            }
+            return Ok(Self(url));
+        }
+        let host = url.host_str().unwrap_or_default().trim_end_matches('.');
+        let microsoft = url.scheme() == "https"
+            && url.port().is_none()
+            && matches!(url.path(), "" | "/")
+            && hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+        if !microsoft {
+            return Err(format!(
+                "`{}` is not allowed: use https:// with one of Microsoft's hosts ({}), or a loopback address for tests",
+                printable(s),
+                hosts.join(", ")
+            ));
         }
         Ok(Self(url))
     }
@@ -310,15 +463,111 @@ mod tests {
         assert!(TenantUrl::parse("http://federation.apple.com/feeds/business/scim").is_err());
         assert!(TenantUrl::parse("federation.apple.com").is_err());
         assert!(TenantUrl::parse("https://u:p@example.com/").is_err());
+        assert_eq!(
+            TenantUrl::parse("https://Example.com:443/a/%7e%2f/").unwrap().as_str(),
+            "https://example.com/a/~%2F"
+        );
     }
 
     #[test]
     fn endpoints() {
-        assert!(Endpoint::parse("https://graph.microsoft.com").is_ok());
-        assert!(Endpoint::parse("http://127.0.0.1:8080").is_ok());
-        assert!(Endpoint::parse("http://localhost:8080").is_ok());
-        assert!(Endpoint::parse("http://graph.microsoft.com").is_err());
-        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("https://graph.microsoft.com", GRAPH_HOSTS).is_ok());
+        assert!(Endpoint::parse("https://GRAPH.microsoft.com/", GRAPH_HOSTS).is_ok());
+        assert!(Endpoint::parse("https://microsoftgraph.chinacloudapi.cn", GRAPH_HOSTS).is_ok());
+        assert!(Endpoint::parse("https://login.microsoftonline.us", LOGIN_HOSTS).is_ok());
+        assert!(Endpoint::parse("http://127.0.0.1:8080", GRAPH_HOSTS).is_ok());
+        assert!(Endpoint::parse("http://localhost:8080", LOGIN_HOSTS).is_ok());
+        assert!(Endpoint::parse("http://[::1]:8080", LOGIN_HOSTS).is_ok());
+        for bad in [
+            "http://graph.microsoft.com",
+            "ftp://x",
+            "https://graph.microsoft.com.evil.example",
+            "https://evil.example/graph.microsoft.com",
+            "https://graph.microsoft.com@evil.example",
+            "https://graph.microsoft.com:444",
+            "https://graph.microsoft.com/beta",
+            "https://graph.microsoft.com?x=1",
+            "https://login.microsoftonline.com",
+            "http://10.0.0.5:8080",
+            "https://169.254.169.254",
+        ] {
+            let e = Endpoint::parse(bad, GRAPH_HOSTS).unwrap_err();
+            assert!(e.contains(&printable(bad)) || e.contains("plain"), "{bad}: {e}");
+        }
+    }
+
+    /// The allow-list against look-alikes of Apple's endpoints and of a
+    /// deployer-listed address: (address, allowed?).
+    #[test]
+    fn tenant_url_look_alikes() {
+        let list =
+            TenantUrlAllowList::parse("https://scim.school.example/v2, https://xn--bcher-kva.example/scim").unwrap();
+        let cases: &[(&str, bool)] = &[
+            // Apple's endpoints, spelt differently but the same address.
+            ("https://federation.apple.com/feeds/business/scim", true),
+            ("https://federation.apple.com/feeds/school/scim", true),
+            ("https://FEDERATION.APPLE.COM/feeds/business/scim", true),
+            ("https://federation.apple.com:443/feeds/business/scim", true),
+            ("https://FEDERATION.APPLE.COM:443/feeds/business/scim/", true),
+            ("https://federation.apple.com/feeds/business/scim/", true),
+            ("https://federation.apple.com./feeds/business/scim", true),
+            ("https://federation.apple.com/feeds/%62usiness/scim", true),
+            ("https://federation.apple.com/feeds/x/../business/scim", true),
+            ("HTTPS://federation.apple.com/feeds/school/scim", true),
+            ("https://%66ederation.apple.com/feeds/business/scim", true),
+            ("  https://federation.apple.com/feeds/business/scim  ", true),
+            // Look-alikes: another host, port, path, scheme or a smuggled host.
+            ("https://federation.apple.com.evil.example/feeds/business/scim", false),
+            ("https://federation.apple.com@evil.example/feeds/business/scim", false),
+            ("https://user:pass@federation.apple.com/feeds/business/scim", false),
+            ("https://evil.example/federation.apple.com/feeds/business/scim", false),
+            ("https://federation-apple.com/feeds/business/scim", false),
+            ("https://federation.apple.co/feeds/business/scim", false),
+            ("https://federation.apple.com:8443/feeds/business/scim", false),
+            ("http://federation.apple.com/feeds/business/scim", false),
+            ("https://federation.apple.com/feeds/business/scim/Users", false),
+            ("https://federation.apple.com/feeds/business", false),
+            ("https://federation.apple.com/Feeds/Business/SCIM", false),
+            ("https://federation.apple.com//feeds/business/scim", false),
+            ("https://federation.apple.com/feeds/business%2Fscim", false),
+            ("https://federation.apple.com/feeds/business/scim?x=https://evil.example", false),
+            ("https://federation.apple.com/feeds/business/scim#frag", false),
+            ("https://17.253.0.1/feeds/business/scim", false),
+            ("https://[2620:149::1]/feeds/business/scim", false),
+            ("https://10.0.0.5:8443/x", false),
+            ("https://127.0.0.1/feeds/business/scim", false),
+            ("https://fеderation.apple.com/feeds/business/scim", false), // Cyrillic е
+            ("https://federation.apple.com\\@evil.example/feeds/business/scim", false),
+            ("https://federation.apple.com%2eevil.example/feeds/business/scim", false),
+            ("https://federation.apple.com/feeds/business/scim%00", false),
+            ("https://federation.apple.com/feeds/business/scim\u{0}", false),
+            ("federation.apple.com/feeds/business/scim", false),
+            ("//federation.apple.com/feeds/business/scim", false),
+            ("javascript:alert(1)", false),
+            // A deployer-listed address and its spellings.
+            ("https://scim.school.example/v2", true),
+            ("https://SCIM.School.Example:443/v2/", true),
+            ("https://scim.school.example/v2/other", false),
+            ("https://scim.school.example:8443/v2", false),
+            ("https://scim.school.example.evil.example/v2", false),
+            // IDN: the Unicode and punycode spellings are one address.
+            ("https://bücher.example/scim", true),
+            ("https://xn--bcher-kva.example/scim", true),
+            ("https://bucher.example/scim", false),
+        ];
+        assert!(cases.len() >= 30);
+        for (raw, allowed) in cases {
+            let got = TenantUrl::parse(raw).ok().map(|u| list.check(&u).is_ok()).unwrap_or(false);
+            assert_eq!(got, *allowed, "{raw}");
+        }
+        // What Entra is sent is the listed address's canonical spelling.
+        let u = TenantUrl::parse("https://FEDERATION.APPLE.COM:443/feeds/business/scim/").unwrap();
+        assert_eq!(list.check(&u).unwrap().as_str(), ABM_TENANT_URL);
+        let e = list.check(&TenantUrl::parse("https://10.0.0.5:8443/x").unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("https://10.0.0.5:8443/x") && e.to_string().contains(ALLOWED_TENANT_URLS_SETTING)
+        );
+        assert!(TenantUrlAllowList::parse("https://ok.example, ftp://x").is_err());
     }
 
     #[test]

@@ -92,21 +92,22 @@ async fn unchanged_on_rerun() {
     let tags = w.tags().await;
     assert_eq!(tags["scim-relay:status"], "unchanged");
     assert_eq!(tags["scim-relay:expires-version"], v);
-    // The applied version's expiry came from its tags: only the Graph client
-    // secret was read.
-    assert_eq!(reads(), 1);
-    // Tags about another version are not trusted: the token is read again.
-    w.sm.tag_resource()
-        .secret_id(w.id())
-        .tags(aws_sdk_secretsmanager::types::Tag::builder().key("scim-relay:expires-version").value("other").build())
-        .send()
-        .await
-        .unwrap();
-    w.proxy.clear_calls();
+    // The applied version's expiry is computed from its value on every run
+    // (tags are reports, never read back): the token and the Graph client
+    // secret were read, once each.
+    assert_eq!(reads(), 2);
+    // Forged expiry tags change nothing the relay reports.
+    for (k, val) in [("scim-relay:expires-version", v.as_str()), ("scim-relay:expires-at", "2099-12-31T00:00:00Z")] {
+        w.sm.tag_resource()
+            .secret_id(w.id())
+            .tags(aws_sdk_secretsmanager::types::Tag::builder().key(k).value(val).build())
+            .send()
+            .await
+            .unwrap();
+    }
     let r = w.sync().await;
     assert_eq!(r.results[0].expires_at.as_deref(), Some("2099-11-20T00:00:00Z"));
-    assert_eq!(reads(), 2);
-    assert_eq!(w.tags().await["scim-relay:expires-version"], v, "and the tag is mended");
+    assert_eq!(w.tags().await["scim-relay:expires-at"], "2099-11-20T00:00:00Z", "and the report is mended");
     w.assert_no_leaks();
 }
 
@@ -455,7 +456,7 @@ async fn a_missing_setting_fails_that_target_naming_it() {
     assert_eq!(res.outcome, Outcome::Failed);
     assert!(res.message.contains("ENTRA_SERVICE_PRINCIPAL_ID") && res.message.contains(w.id()), "{}", res.message);
     assert!(w.sim.requests().is_empty());
-    // A tag on the secret supplies it.
+    // A tag on the secret does not supply it (tags are never settings)...
     w.sm.tag_resource()
         .secret_id(w.id())
         .tags(aws_sdk_secretsmanager::types::Tag::builder().key("scim-relay:service-principal-id").value(SP).build())
@@ -463,6 +464,11 @@ async fn a_missing_setting_fails_that_target_naming_it() {
         .await
         .unwrap();
     w.sim.accept_token(&t);
+    assert_eq!(outcome(&w.sync().await), Outcome::Failed);
+    assert!(w.sim.requests().is_empty());
+    // ...the deployer's per-target settings do.
+    w.env
+        .insert("SCIM_RELAY_TARGET_SETTINGS".into(), json!({ w.id(): {"ENTRA_SERVICE_PRINCIPAL_ID": SP} }).to_string());
     assert_eq!(outcome(&w.sync().await), Outcome::Applied);
 }
 
@@ -541,4 +547,27 @@ async fn undeclared_settings_are_lost_when_put_replaces_the_collection() {
     w.put(&t).await;
     assert_eq!(outcome(&w.sync().await), Outcome::Applied);
     assert_eq!(w.sim.saved_secret(SP, "SyncAll").as_deref(), Some("false"));
+}
+
+/// The same apply through the real binary, as Lambda runs it: a scheduled
+/// event in, the result document out, the alert sent, EMF metrics printed.
+#[tokio::test]
+async fn applied_through_the_real_binary() {
+    let w = World::new("binary").await;
+    let t = w.token("bin");
+    w.sim.accept_token(&t);
+    let v = w.put(&t).await;
+    let event = json!({"version":"0","id":"e","detail-type":"Scheduled Event","source":"aws.scheduler",
+        "account":"123456789012","time":"2026-12-06T00:00:00Z","region":"us-east-1","resources":[],"detail":"{}"});
+    let inv = w.invoke_binary(event).await;
+    assert_eq!(inv.outcomes(), ["applied"], "{}", inv.stderr);
+    assert_eq!(inv.report()["results"][0]["version_id"], v.as_str());
+    assert_eq!(w.saved_token().as_deref(), Some(t.as_str()));
+    assert_eq!(w.version_with(LABEL_APPLIED).await.as_deref(), Some(v.as_str()));
+    assert_eq!(w.alerts().await.len(), 1);
+    assert!(!inv.emf().is_empty(), "no EMF metrics on stdout:\n{}", inv.stdout);
+    // A second run finds nothing new; a bad payload is a refused invocation.
+    assert_eq!(w.invoke_binary(json!({})).await.outcomes(), ["unchanged"]);
+    let bad = w.invoke_binary(json!({"action": "rotate"})).await;
+    assert!(bad.error().error_message.contains("unknown action"), "{:?}", bad.error());
 }

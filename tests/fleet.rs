@@ -300,7 +300,7 @@ async fn what_a_run_does_not_reach_is_first_next_time() {
     };
     let mut ever_reached = std::collections::BTreeSet::new();
     let mut previous_unreached: Vec<String> = Vec::new();
-    for run in 0..4 {
+    for run in 0..10 {
         let r = w.invoke_on(&relay, json!({}), Duration::from_millis(6_500)).await.unwrap();
         let (reached, unreached) = split(&r);
         eprintln!("run {run}: reached {}, unreached {}", reached.len(), unreached.len());

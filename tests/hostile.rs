@@ -169,18 +169,21 @@ fn bad_configuration_names_the_setting() {
     counted("configuration values", cases.len());
 }
 
+/// Tags that earlier versions read as settings are ignored, whatever they
+/// hold: the target is processed with the deployer's configuration.
 #[tokio::test]
-async fn bad_tag_overrides_fail_that_target_and_write_nothing() {
+async fn setting_tags_are_ignored() {
     let cases = [
-        ("scim-relay:tenant-id", "not-a-tenant", "ENTRA_TENANT_ID (tag scim-relay:tenant-id)"),
-        ("scim-relay:client-id", "nope", "ENTRA_CLIENT_ID (tag scim-relay:client-id)"),
-        ("scim-relay:service-principal-id", "x", "ENTRA_SERVICE_PRINCIPAL_ID (tag scim-relay:service-principal-id)"),
-        ("scim-relay:job-id", "bad job!", "ENTRA_JOB_ID (tag scim-relay:job-id)"),
-        ("scim-relay:tenant-url", "federation.apple.com", "SCIM_TENANT_URL (tag scim-relay:tenant-url)"),
-        ("scim-relay:warning-days", "many", "EXPIRY_WARNING_DAYS (tag scim-relay:warning-days)"),
-        ("scim-relay:client-secret-id", "a b", "ENTRA_CLIENT_SECRET_ID (tag scim-relay:client-secret-id)"),
+        ("scim-relay:tenant-id", "not-a-tenant"),
+        ("scim-relay:client-id", "nope"),
+        ("scim-relay:service-principal-id", "x"),
+        ("scim-relay:job-id", "bad job!"),
+        ("scim-relay:tenant-url", "https://scim.attacker.example/scim"),
+        ("scim-relay:warning-days", "many"),
+        ("scim-relay:client-secret-id", "a b"),
+        ("scim-relay:auth", "federated"),
     ];
-    for (tag, value, names) in cases {
+    for (tag, value) in cases {
         let w = World::new(&format!("hostile-tag-{}", tag.trim_start_matches("scim-relay:"))).await;
         let t = w.token("t");
         w.sim.accept_token(&t);
@@ -191,15 +194,13 @@ async fn bad_tag_overrides_fail_that_target_and_write_nothing() {
             .send()
             .await
             .unwrap();
-        let labels = w.labels().await;
         let r = w.sync().await;
         let res = &r.results[0];
-        assert_eq!(res.outcome, Outcome::Failed, "{tag}");
-        assert!(res.message.contains(names) && res.message.contains(w.id()), "{tag}: {}", res.message);
-        assert!(w.sim.requests().is_empty(), "{tag}: Entra was called");
-        assert_eq!(w.labels().await, labels, "{tag}");
+        assert_eq!(res.outcome, Outcome::Applied, "{tag}: {}", res.message);
+        assert_eq!(w.sim.saved_credentials(SP).unwrap().0, "https://federation.apple.com/feeds/business/scim", "{tag}");
+        assert!(log_text().contains("ignored"), "{tag}: the ignored tag is not logged");
     }
-    counted("tag overrides", cases.len());
+    counted("ignored setting tags", cases.len());
 }
 
 // ------------------------------------------------- malformed answers --

@@ -492,7 +492,7 @@ fn environment_is_exactly_what_the_binary_reads_and_parses() {
     let ids: Vec<&str> = defaults.secret_ids.iter().map(|s| s.as_str()).collect();
     assert_eq!(ids, names);
     for id in &defaults.secret_ids {
-        let t = defaults.for_target(id, &BTreeMap::new()).expect("every target is fully configured");
+        let t = defaults.for_target(id).expect("every target is fully configured");
         assert_eq!(t.tenant_url.as_str(), "https://federation.apple.com/feeds/business/scim");
         assert_eq!((t.warning_days, t.job_id.as_deref()), (30, Some("Apple.0a1b2c3d.9f8e7d6c")));
     }
@@ -503,7 +503,7 @@ fn environment_is_exactly_what_the_binary_reads_and_parses() {
     let env = env_of(&Stack::with_targets(&names, &[]));
     assert_eq!(env["ENTRA_JOB_ID"], "");
     let d = Defaults::from_vars(&env).expect("parses");
-    assert_eq!(d.for_target(&d.secret_ids[0], &BTreeMap::new()).expect("configured").job_id, None);
+    assert_eq!(d.for_target(&d.secret_ids[0]).expect("configured").job_id, None);
 
     // The other parameters reach the binary as the values it accepts.
     let env = env_of(&Stack::with_targets(
@@ -515,7 +515,7 @@ fn environment_is_exactly_what_the_binary_reads_and_parses() {
         ],
     ));
     let d = Defaults::from_vars(&env).expect("parses");
-    let t = d.for_target(&d.secret_ids[1], &BTreeMap::new()).expect("configured");
+    let t = d.for_target(&d.secret_ids[1]).expect("configured");
     assert_eq!((t.tenant_url.as_str(), t.warning_days), ("https://federation.apple.com/feeds/school/scim", 14));
     assert!(d.dry_run);
 }
@@ -686,8 +686,8 @@ fn tagging_is_limited_to_the_status_tags_the_function_writes() {
     let allowed: BTreeSet<String> =
         strings(&st["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]).into_iter().collect();
     assert_eq!(allowed, written, "the TagResource condition must list exactly the tags src/renew.rs writes");
-    for config_tag in [scim_relay::config::TAG_TENANT_ID, scim_relay::config::TAG_CLIENT_SECRET_ID] {
-        assert!(!allowed.contains(config_tag), "the function must not be able to rewrite {config_tag}");
+    for config_tag in scim_relay::config::LEGACY_SETTING_TAGS {
+        assert!(!allowed.contains(*config_tag), "the function must not be able to write {config_tag}");
     }
     // On its own credential secret, only the two credential-watch tags.
     let st = statements.iter().find(|s| s["Sid"] == "ReadGraphCredential").expect("ReadGraphCredential");
@@ -742,7 +742,7 @@ fn graph_sign_in_access_follows_the_chosen_method() {
         assert_eq!(env["ENTRA_CLIENT_SECRET_ID"].is_empty(), method != "secret", "{method}");
         assert_eq!(env["ENTRA_CERTIFICATE_SECRET_ID"].is_empty(), method != "certificate", "{method}");
         let d = Defaults::from_vars(&env).expect("parses");
-        d.for_target(&d.secret_ids[0], &BTreeMap::new()).expect("configured for every method");
+        d.for_target(&d.secret_ids[0]).expect("configured for every method");
     }
 }
 

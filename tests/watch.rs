@@ -287,3 +287,37 @@ async fn graph_requests_in_flight_stay_within_the_concurrency_and_the_credential
     assert_eq!(reads, w.secret_ids.len() + 1);
     w.assert_no_leaks();
 }
+
+/// Expiry alerts do not depend on Graph: with every Graph and sign-in call
+/// answering 503, a target 5 days from expiry still gets its `expiring`
+/// alert and its DaysLeft metric, and its outcome is `failed`. Through the
+/// real binary (real clock: the token is stored to expire in 5½ days).
+#[tokio::test]
+async fn expiry_alerts_go_out_while_graph_is_down() {
+    let w = World::new("graph-down").await;
+    let t = w.token("live");
+    w.sim.accept_token(&t);
+    let expires = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(5 * 24 + 12)).unwrap();
+    w.put(&json!({"token": t, "expires_at": expires.to_string()}).to_string()).await;
+    w.sim.set_accept_all(false);
+    let applied = w.invoke_binary(json!({})).await;
+    assert_eq!(applied.outcomes(), ["applied"], "{}", applied.stderr);
+    let before = w.alerts().await.len();
+    w.sim.set_fault_always(Route::Any, Some(Fault::Status { code: 503, retry_after: Some(0) }));
+    let inv = w.invoke_binary(json!({})).await;
+    let e = inv.error();
+    assert!(e.error_message.contains("failed"), "{e:?}");
+    let days: Vec<i64> = inv.emf().iter().filter_map(|d| d["DaysLeft"].as_i64()).collect();
+    assert_eq!(days, [5], "DaysLeft is emitted for the failed target:\n{}", inv.stdout);
+    let outcomes: Vec<String> = inv.emf().iter().filter_map(|d| d["Outcome"].as_str().map(str::to_owned)).collect();
+    assert_eq!(outcomes, ["failed"]);
+    let alerts = w.alerts().await;
+    let new: Vec<&String> = alerts[before..].iter().map(|(s, _)| s).collect();
+    assert!(new.iter().any(|s| s.contains("expires")), "no expiring alert: {new:?}");
+    assert!(new.iter().any(|s| s.contains("failed")), "no failed alert: {new:?}");
+    // Recorded (sealed) despite the failure: the next run does not repeat it.
+    let again = w.invoke_binary(json!({})).await;
+    assert!(again.result.is_err());
+    let alerts2 = w.alerts().await;
+    assert!(!alerts2[alerts.len()..].iter().any(|(s, _)| s.contains("expires")), "{alerts2:?}");
+}

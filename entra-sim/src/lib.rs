@@ -30,6 +30,7 @@ pub mod aws_proxy;
 mod control;
 mod graph;
 mod responses;
+pub mod runtime;
 mod server;
 mod state;
 mod util;
@@ -339,6 +340,23 @@ impl Sim {
     /// All Graph/login requests so far (not the control API or SNS sink).
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().requests()
+    }
+
+    /// Every `BaseAddress` a request asked Entra to test
+    /// (`validateCredentials`) or save (`PUT .../secrets`), in order: where a
+    /// token would have been sent.
+    pub fn base_addresses(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|r| matches!(r.route, Some(Route::ValidateCredentials | Route::PutSecrets)))
+            .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
+            .flat_map(|body| {
+                let pairs = body.get("credentials").or_else(|| body.get("value")).cloned();
+                pairs.and_then(|p| p.as_array().cloned()).unwrap_or_default()
+            })
+            .filter(|pair| pair.get("key").and_then(serde_json::Value::as_str) == Some("BaseAddress"))
+            .filter_map(|pair| pair.get("value").and_then(serde_json::Value::as_str).map(str::to_owned))
+            .collect()
     }
 
     /// Forgets the recorded requests.

@@ -419,3 +419,143 @@ impl World {
         assert!(!logs.contains("sim-at-"), "a Graph access token leaked into the logs");
     }
 }
+
+// ------------------------------------------------------- real binary --
+
+/// Lambda's error document, as the runtime posted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaError {
+    pub error_type: String,
+    pub error_message: String,
+}
+
+/// One invocation of the real `scim-relay` binary.
+#[derive(Debug)]
+pub struct Invocation {
+    pub result: Result<Value, LambdaError>,
+    /// What the process printed on stdout (EMF metric documents) and
+    /// stderr (its logs).
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Invocation {
+    /// The handler's JSON result; panics (with the error) if it failed.
+    pub fn report(&self) -> &Value {
+        match &self.result {
+            Ok(v) => v,
+            Err(e) => panic!("the invocation failed: {e:?}\nlogs:\n{}", self.stderr),
+        }
+    }
+
+    /// The invocation's error; panics if it succeeded.
+    pub fn error(&self) -> &LambdaError {
+        match &self.result {
+            Err(e) => e,
+            Ok(v) => panic!("the invocation succeeded: {v}"),
+        }
+    }
+
+    /// `results[i].outcome` of the report (or of a failed run's logs: a
+    /// failed invocation returns no result document).
+    pub fn outcomes(&self) -> Vec<String> {
+        self.report()["results"]
+            .as_array()
+            .map(|rs| rs.iter().map(|r| r["outcome"].as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The Embedded Metric Format documents printed on stdout.
+    pub fn emf(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect()
+    }
+}
+
+impl World {
+    /// Runs the real binary for one event, as Lambda would: through a
+    /// Runtime API emulator, with this world's environment, AWS pointed at
+    /// moto (through the fault proxy) and 60 s until the deadline.
+    pub async fn invoke_binary(&self, payload: Value) -> Invocation {
+        self.invoke_binary_env(payload, &[]).await
+    }
+
+    /// Like [`World::invoke_binary`], with extra (or overriding, or with an
+    /// empty value removed) environment variables.
+    pub async fn invoke_binary_env(&self, payload: Value, extra_env: &[(&str, &str)]) -> Invocation {
+        use tokio::io::AsyncReadExt;
+        let runtime = entra_sim::runtime::RuntimeApi::start().await.expect("start the Runtime API emulator");
+        let mut env: HashMap<String, String> = self.env.clone();
+        for (k, v) in [
+            ("AWS_LAMBDA_RUNTIME_API", runtime.address()),
+            ("AWS_ENDPOINT_URL", self.proxy.url()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "scim-relay-test".into()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/scim-relay-test".into()),
+            ("AWS_LAMBDA_LOG_STREAM_NAME", "test".into()),
+            ("RUST_LOG", "info".into()),
+        ] {
+            env.insert(k.to_owned(), v);
+        }
+        for (k, v) in extra_env {
+            if v.is_empty() {
+                env.remove(*k);
+            } else {
+                env.insert((*k).to_owned(), (*v).to_owned());
+            }
+        }
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_scim-relay"));
+        cmd.env_clear()
+            .envs(&env)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("start the scim-relay binary");
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let read_out = tokio::spawn(async move {
+            let mut s = Vec::new();
+            let _ = out.read_to_end(&mut s).await;
+            String::from_utf8_lossy(&s).into_owned()
+        });
+        let read_err = tokio::spawn(async move {
+            let mut s = Vec::new();
+            let _ = err.read_to_end(&mut s).await;
+            String::from_utf8_lossy(&s).into_owned()
+        });
+        let answer = runtime.invoke(payload, Duration::from_secs(60)).await;
+        let _ = child.kill().await;
+        let stdout = read_out.await.unwrap_or_default();
+        let stderr = read_err.await.unwrap_or_default();
+        let result = match answer {
+            Some(entra_sim::runtime::Answer::Response(v)) => Ok(v),
+            Some(entra_sim::runtime::Answer::Error(e)) => Err(LambdaError {
+                error_type: e["errorType"].as_str().unwrap_or_default().to_owned(),
+                error_message: e["errorMessage"].as_str().unwrap_or_default().to_owned(),
+            }),
+            None => panic!("the binary gave no answer within the deadline\nstderr:\n{stderr}"),
+        };
+        let inv = Invocation { result, stdout, stderr };
+        for (what, text) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
+            assert!(!text.contains(CANARY), "a secret leaked into the binary's {what}");
+            assert!(!text.contains("sim-at-"), "a Graph access token leaked into the binary's {what}");
+        }
+        match &inv.result {
+            Ok(v) => assert!(!v.to_string().contains(CANARY), "a secret leaked into the result"),
+            Err(e) => assert!(
+                !e.error_message.contains(CANARY) && !e.error_type.contains(CANARY),
+                "a secret leaked into the invocation error"
+            ),
+        }
+        inv
+    }
+}
