@@ -571,3 +571,31 @@ async fn applied_through_the_real_binary() {
     let bad = w.invoke_binary(json!({"action": "rotate"})).await;
     assert!(bad.error().error_message.contains("unknown action"), "{:?}", bad.error());
 }
+
+/// The declared settings through the real binary: an apply, then a rollback.
+#[tokio::test]
+async fn provisioning_settings_survive_a_rollback_through_the_real_binary() {
+    let w = World::new("settings-binary").await;
+    w.sim.set_put_secrets_replaces(true);
+    w.sim.set_saved_secrets(SP, &[("SyncNotificationSettings", NOTIFY), ("SyncAll", "false")]);
+    let env = [("ENTRA_SYNC_ALL", "false"), ("ENTRA_SYNC_NOTIFICATION_SETTINGS", NOTIFY)];
+    let old = w.token("first");
+    w.sim.accept_token(&old);
+    w.put(&old).await;
+    let inv = w.invoke_binary_env(json!({}), &env).await;
+    assert_eq!(inv.outcomes(), ["applied"], "{}", inv.stderr);
+    let new = w.token("breaks-when-saved");
+    w.sim.accept_token(&new);
+    w.sim.set_break_saved_after_put(true);
+    w.put(&new).await;
+    let inv = w.invoke_binary_env(json!({}), &env).await;
+    assert_eq!(inv.outcomes(), ["rolled_back"], "{}", inv.stderr);
+    assert_eq!(w.saved_token(), Some(old));
+    assert_eq!(w.sim.saved_secret(SP, "SyncAll").as_deref(), Some("false"));
+    assert_eq!(w.sim.saved_secret(SP, "SyncNotificationSettings").as_deref(), Some(NOTIFY));
+    // A malformed setting is refused naming it, before anything is written.
+    w.sim.clear_requests();
+    let inv = w.invoke_binary_env(json!({}), &[("ENTRA_SYNC_ALL", "yes")]).await;
+    assert!(inv.error().error_message.contains("ENTRA_SYNC_ALL"), "{:?}", inv.error());
+    assert_eq!(w.entra_writes(), 0);
+}

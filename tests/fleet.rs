@@ -323,3 +323,58 @@ async fn what_a_run_does_not_reach_is_first_next_time() {
     w.sim.set_fault_always(entra_sim::Route::ValidateCredentials, None);
     w.assert_no_leaks();
 }
+
+// ---------------------------------------------------- the real binary --
+
+#[tokio::test]
+async fn discovery_and_fan_out_through_the_real_binary() {
+    let w = fleet("binary", 20).await;
+    // Below the threshold: processed in the invocation, found by prefix.
+    let inv = w.invoke_binary(scheduler_event()).await;
+    assert_eq!(inv.outcomes(), vec!["applied"; 20], "{}", inv.stderr);
+    assert!(inv.report().get("fanned_out").is_none());
+
+    // Above it (threshold 10): one message per target, nothing processed.
+    let (sqs, url, arn) = fifo_queue(&w).await;
+    let env = [("SCIM_RELAY_QUEUE_URL", url.as_str()), ("SCIM_RELAY_FANOUT_THRESHOLD", "10")];
+    let inv = w.invoke_binary_env(scheduler_event(), &env).await;
+    let report = inv.report();
+    assert_eq!(report["results"], json!([]), "{}", inv.stderr);
+    assert_eq!(report["fanned_out"]["enqueued"], 20);
+    assert_eq!(report["fanned_out"]["queue_url"], url.as_str());
+
+    // The queue's messages, as Lambda's poller delivers them.
+    let mut delivered = 0;
+    while delivered < 20 {
+        let got = sqs.receive_message().queue_url(&url).max_number_of_messages(10).send().await.unwrap();
+        let msgs = got.messages.unwrap_or_default();
+        assert!(!msgs.is_empty(), "the queue ran dry after {delivered}");
+        let mut batch: Vec<(String, String)> =
+            msgs.iter().map(|m| (m.message_id.clone().unwrap(), m.body.clone().unwrap())).collect();
+        if delivered == 0 {
+            // One poisoned message: refused alone, the others succeed.
+            batch.push(("poison".into(), r#"{"action":"apply","secret_id":"x","force":true}"#.into()));
+        }
+        let inv = w.invoke_binary_env(sqs_event(&arn, &batch), &env).await;
+        let expected = if delivered == 0 {
+            json!({"batchItemFailures": [{"itemIdentifier": "poison"}]})
+        } else {
+            json!({"batchItemFailures": []})
+        };
+        assert_eq!(inv.report(), &expected, "{}", inv.stderr);
+        assert!(!inv.emf().is_empty(), "queue invocations report metrics too");
+        for m in &msgs {
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle.clone().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        delivered += msgs.len();
+    }
+    // A record from another queue is refused as a whole: Lambda retries it.
+    let other = sqs_event("arn:aws:sqs:us-east-1:123456789012:other.fifo", &[("m".into(), "{}".into())]);
+    let inv = w.invoke_binary_env(other, &env).await;
+    assert!(inv.error().error_message.contains("not the fan-out queue"), "{:?}", inv.error());
+}
