@@ -378,3 +378,27 @@ async fn discovery_and_fan_out_through_the_real_binary() {
     let inv = w.invoke_binary_env(other, &env).await;
     assert!(inv.error().error_message.contains("not the fan-out queue"), "{:?}", inv.error());
 }
+
+/// Not a check, a measurement for BENCHMARKS.md ("the ceiling per mode"):
+/// one fan-out invocation of the real binary, a batch of 5 targets holding
+/// new tokens, with every Graph call taking 3 s (as validateCredentials does
+/// through Entra to Apple). Run: cargo test --test fleet measure -- --ignored --nocapture
+#[tokio::test]
+#[ignore = "a measurement (about 20 s), not a check"]
+async fn measure_one_queue_batch_with_3s_graph_calls() {
+    let w = fleet("measure", 5).await;
+    let (_sqs, url, arn) = fifo_queue(&w).await;
+    let env = [("SCIM_RELAY_QUEUE_URL", url.as_str()), ("SCIM_RELAY_CONCURRENCY", "4")];
+    w.sim.set_fault_always(entra_sim::Route::Any, Some(entra_sim::Fault::Slow(Duration::from_secs(3))));
+    let batch: Vec<(String, String)> = w
+        .secret_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (format!("m{i}"), json!({"action": "sync", "secret_id": id}).to_string()))
+        .collect();
+    let started = Instant::now();
+    let inv = w.invoke_binary_env(sqs_event(&arn, &batch), &env).await;
+    let took = started.elapsed();
+    assert_eq!(inv.report(), &json!({"batchItemFailures": []}), "{}", inv.stderr);
+    eprintln!("one queue invocation: 5 targets applied in {took:?} with 3 s per Graph call");
+}
