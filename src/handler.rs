@@ -335,4 +335,64 @@ mod tests {
         let ct = json!({"source":"aws.secretsmanager","detail-type":"AWS API Call via CloudTrail","detail":{"eventSource":"secretsmanager.amazonaws.com","eventName":"PutSecretValue","requestParameters":{"secretId":"scim-relay/asm"},"responseElements":{"aRN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:scim-relay/asm-Ab12Cd"}}});
         assert!(matches!(run(ct).targets, Targets::One(_)));
     }
+
+    fn fleet_defaults() -> Defaults {
+        let vars = [
+            ("SCIM_RELAY_SECRET_PREFIX", "scim-relay/"),
+            ("ENTRA_CLIENT_SECRET_ID", "scim-relay/graph"),
+            ("SCIM_RELAY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/relay-targets.fifo"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Defaults::from_vars(&vars).unwrap()
+    }
+
+    #[test]
+    fn secrets_under_the_prefix_are_targets_except_the_credential() {
+        let d = fleet_defaults();
+        let label = |n: &str| json!({"source":"aws.secretsmanager","detail-type":"Secret Label Updated","detail":{"name":n,"labelUpdated":"AWSCURRENT","versionId":"v"}});
+        let one = |v: Value| match decode(&v, &d).unwrap() {
+            Decoded::Run(RunRequest { targets: Targets::One(id), .. }) => Some(id.to_string()),
+            Decoded::Ignore(_) => None,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(one(label("scim-relay/school-7")).as_deref(), Some("scim-relay/school-7"));
+        assert_eq!(one(label("scim-relay/graph")), None, "the relay's own credential");
+        assert_eq!(one(label("scim-relayx/abm")), None);
+        assert_eq!(one(label("Scim-relay/abm")), None, "case-sensitive, as ListSecrets and IAM");
+        let ct = json!({"source":"aws.secretsmanager","detail-type":"AWS API Call via CloudTrail","detail":{"eventName":"PutSecretValue","requestParameters":{"secretId":"scim-relay/school-8"}}});
+        assert_eq!(one(ct).as_deref(), Some("scim-relay/school-8"));
+        assert_eq!(one(json!({"secret_id":"scim-relay/school-9"})).as_deref(), Some("scim-relay/school-9"));
+        let e = decode(&json!({"secret_id":"other/x"}), &d).unwrap_err().to_string();
+        assert!(e.contains("SCIM_RELAY_SECRET_PREFIX scim-relay/"), "{e}");
+    }
+
+    #[test]
+    fn sqs_events_from_the_fan_out_queue_only() {
+        let d = fleet_defaults();
+        let arn = "arn:aws:sqs:us-east-1:123456789012:relay-targets.fifo";
+        let rec = |id: &str, body: &str, arn: &str| json!({"messageId": id, "body": body, "eventSource": "aws:sqs", "eventSourceARN": arn});
+        let ev = json!({"Records": [
+            rec("a", r#"{"action":"sync","secret_id":"scim-relay/one"}"#, arn),
+            rec("b", r#"{"action":"check","secret_id":"scim-relay/one"}"#, arn),
+            rec("c", r#"{"action":"sync"}"#, arn),
+            rec("d", "not json", arn),
+            rec("e", r#"{"action":"sync","secret_id":"elsewhere/x"}"#, arn),
+        ]});
+        let Decoded::Queue(b) = decode(&ev, &d).unwrap() else { panic!("not a queue batch") };
+        assert_eq!(b.messages[0].target.as_ref().unwrap().as_str(), "scim-relay/one");
+        assert!(b.messages[1..].iter().all(|m| m.target.is_err()), "{:?}", b.messages);
+        for bad in [
+            json!({"Records": [rec("a", "{}", "arn:aws:sqs:us-east-1:123456789012:other.fifo")]}),
+            json!({"Records": [rec("a", "{}", "arn:aws:sqs:us-east-1:210987654321:relay-targets.fifo")]}),
+            json!({"Records": []}),
+            json!({"Records": [rec("a", "{}", arn)], "extra": 1}),
+            json!({"Records": [{"messageId": "a", "body": "{}", "eventSource": "aws:kinesis", "eventSourceARN": arn}]}),
+        ] {
+            assert!(decode(&bad, &d).is_err(), "{bad}");
+        }
+        // Without a queue configured, any SQS event is refused.
+        assert!(decode(&json!({"Records": [rec("a", "{}", arn)]}), &defaults()).is_err());
+    }
 }
