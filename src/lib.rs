@@ -17,6 +17,8 @@ pub mod credential_watch;
 pub mod fleet;
 pub mod graph;
 pub mod handler;
+#[cfg(test)]
+pub mod memory;
 pub mod metrics;
 pub mod panic;
 pub mod ports;

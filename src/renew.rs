@@ -1042,6 +1042,200 @@ fn tag_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Defaults;
+    use crate::memory::{MemoryEntra, MemoryStore};
+
+    const ID: &str = "scim-relay/abm";
+
+    fn cfg(extra: &[(&str, &str)]) -> TargetConfig {
+        let mut vars: std::collections::HashMap<String, String> = [
+            ("SCIM_RELAY_SECRET_IDS", ID),
+            ("ENTRA_TENANT_ID", "11111111-2222-3333-4444-555555555555"),
+            ("ENTRA_CLIENT_ID", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"),
+            ("ENTRA_CLIENT_SECRET_ID", "scim-relay/graph"),
+            ("ENTRA_SERVICE_PRINCIPAL_ID", "99999999-8888-7777-6666-555555555555"),
+            ("ENTRA_JOB_ID", "Apple.job"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let d = Defaults::from_vars(&vars).unwrap();
+        d.for_target(&d.secret_ids[0]).unwrap()
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    struct Rig {
+        store: MemoryStore,
+        entra: MemoryEntra,
+        cfg: TargetConfig,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            Self { store: MemoryStore::default(), entra: MemoryEntra::default(), cfg: cfg(&[]) }
+        }
+
+        /// One run at `now`, its alerts delivered (their records written, as
+        /// the relay does after publishing).
+        async fn run(&self, action: Action, opts: Options, now: &str) -> TargetReport {
+            let info = self.store.info(ID);
+            let report =
+                Renewal::new(&self.store, &self.entra, &self.cfg, at(now), None).run(action, opts, &info).await;
+            let records: Vec<(String, String)> = report.alerts.iter().filter_map(|a| a.delivered_tag.clone()).collect();
+            if !records.is_empty() {
+                self.store.tag(&self.cfg.secret_id, &records).await.unwrap();
+            }
+            report
+        }
+
+        async fn sync(&self, now: &str) -> TargetReport {
+            self.run(Action::Sync, Options::default(), now).await
+        }
+
+        fn kinds(r: &TargetReport) -> Vec<AlertKind> {
+            r.alerts.iter().map(|a| a.kind).collect()
+        }
+
+        /// A rig whose token expiring at `expires` was applied at `now`.
+        async fn applied(expires: &str, now: &str) -> (Self, String) {
+            let rig = Self::new();
+            rig.entra.accept("tok-1");
+            let v = rig.store.put(ID, &format!(r#"{{"token":"tok-1","expires_at":"{expires}"}}"#), at(now));
+            let r = rig.sync(now).await;
+            assert_eq!(r.result.outcome, Outcome::Applied, "{}", r.result.message);
+            rig.entra.calls.lock().unwrap().clear();
+            (rig, v)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_apply_sequence_step_by_step() {
+        let (rig, v) = Rig::applied("2027-11-20", "2026-12-06T00:00:00Z").await;
+        assert_eq!(rig.store.holder(ID, LABEL_APPLIED).as_deref(), Some(v.as_str()));
+        assert_eq!(rig.entra.saved.lock().unwrap().values().next().unwrap().1, "tok-1");
+        // A new version: test, save, re-test, read the job; label moved.
+        rig.entra.accept("tok-2");
+        let v2 = rig.store.put(ID, "tok-2", at("2026-12-07T00:00:00Z"));
+        let r = rig.sync("2026-12-07T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Applied);
+        assert_eq!(rig.entra.calls(), ["validate:new", "put", "validate:saved", "get_job"]);
+        assert_eq!(rig.store.holder(ID, LABEL_APPLIED).as_deref(), Some(v2.as_str()));
+        assert_eq!(Rig::kinds(&r), [AlertKind::Applied]);
+        // Nothing new: unchanged, the job is read, nothing written to Entra.
+        rig.entra.calls.lock().unwrap().clear();
+        let r = rig.sync("2026-12-08T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Unchanged);
+        assert!(Rig::kinds(&r).is_empty(), "the applied notice was recorded as delivered");
+        assert!(!rig.entra.calls().contains(&"put".to_owned()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_tokens_are_rejected_and_entra_keeps_the_old_one() {
+        let (rig, v) = Rig::applied("2027-11-20", "2026-12-06T00:00:00Z").await;
+        let bad = rig.store.put(ID, "tok-bad", at("2026-12-07T00:00:00Z"));
+        let r = rig.sync("2026-12-07T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Rejected);
+        assert_eq!(rig.entra.calls(), ["validate:new"]);
+        assert_eq!(rig.store.holder(ID, LABEL_REJECTED).as_deref(), Some(bad.as_str()));
+        assert_eq!(rig.store.holder(ID, LABEL_APPLIED).as_deref(), Some(v.as_str()));
+        // Not tried again; the rejected notice is not repeated.
+        rig.entra.calls.lock().unwrap().clear();
+        let r = rig.sync("2026-12-08T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Unchanged);
+        assert!(Rig::kinds(&r).is_empty());
+        assert!(!rig.entra.calls().contains(&"validate:new".to_owned()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tenant_url_off_the_allow_list_is_refused_before_entra() {
+        let (rig, _) = Rig::applied("2027-11-20", "2026-12-06T00:00:00Z").await;
+        rig.entra.accept("tok-2");
+        rig.store.put(
+            ID,
+            r#"{"token":"tok-2","tenant_url":"https://scim.attacker.example/x"}"#,
+            at("2026-12-07T00:00:00Z"),
+        );
+        let r = rig.sync("2026-12-07T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Rejected);
+        assert!(r.result.message.contains("SCIM_RELAY_ALLOWED_TENANT_URLS"), "{}", r.result.message);
+        assert!(rig.entra.calls().is_empty(), "Entra was called");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_that_fails_once_saved_is_rolled_back() {
+        let (rig, _) = Rig::applied("2027-11-20", "2026-12-06T00:00:00Z").await;
+        rig.entra.accept("tok-2");
+        rig.store.put(ID, "tok-2", at("2026-12-07T00:00:00Z"));
+        *rig.entra.break_after_put.lock().unwrap() = true;
+        let r = rig.sync("2026-12-07T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::RolledBack, "{}", r.result.message);
+        assert_eq!(rig.entra.saved.lock().unwrap().values().next().unwrap().1, "tok-1");
+        assert_eq!(Rig::kinds(&r), [AlertKind::RolledBack]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_comes_from_the_value_and_forged_records_silence_nothing() {
+        let (rig, v) = Rig::applied("2027-01-01", "2026-11-01T00:00:00Z").await;
+        // Forged reports: far-future expiry. Ignored: 14 days left.
+        rig.store.set_tag(ID, TAG_EXPIRES_AT, "2099-01-01T00:00:00Z");
+        rig.store.set_tag(ID, TAG_EXPIRES_VERSION, &v);
+        // Forged records claiming every threshold was announced.
+        rig.store.set_tag(ID, TAG_EXPIRY_WARNED, &format!("{v}:1"));
+        let r = rig.sync("2026-12-18T00:00:00Z").await;
+        assert_eq!(r.result.days_left, Some(14));
+        assert_eq!(Rig::kinds(&r), [AlertKind::Expiring], "a forged record does not silence the alert");
+        // The genuine record does: no second alert at the same threshold.
+        assert!(Rig::kinds(&rig.sync("2026-12-19T00:00:00Z").await).is_empty());
+        // A genuine record replayed from an earlier threshold does not skip one.
+        let at14 = rig.store.tags(ID)[TAG_EXPIRY_WARNED].clone();
+        assert_eq!(Rig::kinds(&rig.sync("2026-12-26T00:00:00Z").await), [AlertKind::Expiring]); // 6 days: 7
+        rig.store.set_tag(ID, TAG_EXPIRY_WARNED, &at14);
+        assert_eq!(Rig::kinds(&rig.sync("2026-12-26T06:00:00Z").await), [AlertKind::Expiring], "replay repeats");
+        // Expired: once a UTC day, and a forged date does not silence it.
+        let today = "2027-01-02";
+        rig.store.set_tag(ID, TAG_EXPIRED_ALERTED, today);
+        assert_eq!(Rig::kinds(&rig.sync("2027-01-02T01:00:00Z").await), [AlertKind::Expired]);
+        assert!(Rig::kinds(&rig.sync("2027-01-02T05:00:00Z").await).is_empty());
+        assert_eq!(Rig::kinds(&rig.sync("2027-01-03T01:00:00Z").await), [AlertKind::Expired]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_alerts_do_not_wait_for_graph() {
+        let (rig, _) = Rig::applied("2027-01-01", "2026-11-01T00:00:00Z").await;
+        *rig.entra.down.lock().unwrap() = true;
+        let r = rig.sync("2026-12-27T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Failed);
+        assert_eq!(r.result.days_left, Some(5));
+        assert_eq!(Rig::kinds(&r), [AlertKind::Expiring, AlertKind::Failed]);
+        // Both recorded: the next failing run the same day repeats neither.
+        assert!(Rig::kinds(&rig.sync("2026-12-27T06:00:00Z").await).is_empty());
+        // A forged status does not silence `failed` the next day.
+        rig.store.set_tag(ID, TAG_STATUS, "failed");
+        assert_eq!(Rig::kinds(&rig.sync("2026-12-28T00:00:00Z").await), [AlertKind::Failed]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_runs_on_a_first_token_notify_once() {
+        let rig = Rig::new();
+        rig.entra.accept("tok-1");
+        rig.store.put(ID, "tok-1", at("2026-12-06T00:00:00Z"));
+        let info = rig.store.info(ID);
+        let now = at("2026-12-06T00:00:00Z");
+        let a = Renewal::new(&rig.store, &rig.entra, &rig.cfg, now, None);
+        let b = Renewal::new(&rig.store, &rig.entra, &rig.cfg, now, None);
+        let (ra, rb) = tokio::join!(
+            a.run(Action::Sync, Options::default(), &info),
+            b.run(Action::Sync, Options::default(), &info)
+        );
+        let applied = [&ra, &rb].iter().filter(|r| Rig::kinds(r) == [AlertKind::Applied]).count();
+        assert_eq!(applied, 1, "{:?} / {:?}", ra.result.message, rb.result.message);
+    }
 
     #[test]
     fn thresholds() {

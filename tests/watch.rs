@@ -243,14 +243,12 @@ async fn quarantine_alert_once_per_series() {
 
 #[tokio::test]
 async fn three_targets_one_fails_the_others_finish_in_order() {
-    let w = World::with_new_tokens("three", 3, 3).await;
+    let mut w = World::with_new_tokens("three", 3, 3).await;
     // The middle target points at a job that does not exist.
-    w.sm.tag_resource()
-        .secret_id(&w.secret_ids[1])
-        .tags(aws_sdk_secretsmanager::types::Tag::builder().key("scim-relay:job-id").value("Apple.missing.job").build())
-        .send()
-        .await
-        .unwrap();
+    w.env.insert(
+        "SCIM_RELAY_TARGET_SETTINGS".into(),
+        json!({ &w.secret_ids[1]: {"ENTRA_JOB_ID": "Apple.missing.job"} }).to_string(),
+    );
     w.sim.push_fault(Route::Token, Fault::Status { code: 503, retry_after: None });
     let r = w.sync().await;
     let got: Vec<(&str, Outcome)> = r.results.iter().map(|x| (x.secret_id.as_str(), x.outcome)).collect();
