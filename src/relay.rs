@@ -180,12 +180,14 @@ impl Relay {
     }
 
     /// Results in reporting order (targets run least recently checked first).
-    fn in_listing_order(results: &mut [TargetResult], listing: &[SecretId]) {
+    /// (Before the credential watch, whose alert is listed with the first
+    /// target in this order that uses the credential.)
+    fn in_listing_order(runs: &mut [TargetRun], listing: &[SecretId]) {
         if listing.is_empty() {
             return;
         }
         let rank = |id: &str| listing.iter().position(|l| l.as_str() == id).unwrap_or(usize::MAX);
-        results.sort_by_cached_key(|r| rank(&r.secret_id));
+        runs.sort_by_cached_key(|r| rank(&r.result.secret_id));
     }
 
     /// Above the threshold, a sync of every target sends one queue message
@@ -245,7 +247,7 @@ impl Relay {
             return report;
         }
         let entra = Graph::new(self.graph.clone(), deadline);
-        let outcomes: Vec<TargetRun> = futures::stream::iter(targets)
+        let mut outcomes: Vec<TargetRun> = futures::stream::iter(targets)
             .map(|id| {
                 let entra = entra.clone();
                 async move { self.run_target(&id, req, &entra, deadline).await }
@@ -255,6 +257,7 @@ impl Relay {
             .await;
         let mut report = RunReport { results: Vec::new(), undelivered: Vec::new(), fanned_out: None };
         let mut apps: Vec<(usize, GraphApp, u32)> = Vec::new();
+        Self::in_listing_order(&mut outcomes, &listing);
         for (i, t) in outcomes.into_iter().enumerate() {
             report.results.push(t.result);
             report.undelivered.extend(t.undelivered);
@@ -267,7 +270,6 @@ impl Relay {
         if writes && time_left.is_none_or(|left| left >= TARGET_START_MARGIN) {
             self.watch_credentials(&apps, entra.credential_store(), &mut report).await;
         }
-        Self::in_listing_order(&mut report.results, &listing);
         report.results.extend(discovery_failure);
         report
     }
