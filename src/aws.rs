@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 
 use crate::alert::Alert;
-use crate::ports::{Notifier, SecretInfo, SecretStore, SecretVersion, StoreError};
+use crate::ports::{ListedSecret, Notifier, SecretInfo, SecretStore, SecretVersion, StoreError};
 use crate::types::SecretId;
 
 /// Secrets Manager through the AWS SDK.
@@ -126,6 +126,28 @@ impl SecretStore for AwsSecretStore {
             .map_err(|e| store_error(e, id))?;
         Ok(())
     }
+
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<ListedSecret>, StoreError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let filter = Filter::builder().key(FilterNameStringType::Name).values(prefix).build();
+        let mut pages = self.client.list_secrets().filters(filter).max_results(100).into_paginator().send();
+        let mut found = Vec::new();
+        // Named for errors only: ListSecrets has no secret of its own.
+        let what = SecretId::parse(prefix).unwrap_or_else(|_| SecretId::parse("ListSecrets").expect("a valid name"));
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| store_error(e, &what))?;
+            for s in page.secret_list() {
+                let Some(name) = s.name() else { continue };
+                let tags = s
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                    .collect();
+                found.push(ListedSecret { name: name.to_owned(), arn: s.arn().unwrap_or_default().to_owned(), tags });
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// SNS through the AWS SDK.
@@ -163,5 +185,59 @@ impl Notifier for SnsNotifier {
                 format!("SNS Publish to {} failed: {code} {msg}", self.topic_arn)
             })?;
         Ok(())
+    }
+}
+
+/// The fan-out queue through the AWS SDK (SQS `SendMessageBatch`).
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+}
+
+impl SqsQueue {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Self { client: aws_sdk_sqs::Client::new(config) }
+    }
+}
+
+#[async_trait]
+impl crate::fleet::TargetQueue for SqsQueue {
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        entries: &[crate::fleet::QueueEntry],
+    ) -> Result<Vec<(String, String)>, String> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let mut batch = Vec::new();
+        for e in entries {
+            batch.push(
+                SendMessageBatchRequestEntry::builder()
+                    .id(&e.entry_id)
+                    .message_body(&e.body)
+                    .message_group_id(&e.group_id)
+                    .message_deduplication_id(&e.dedup_id)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let out = self.client.send_message_batch().queue_url(queue_url).set_entries(Some(batch)).send().await.map_err(
+            |e| {
+                let code = aws_sdk_sqs::error::ProvideErrorMetadata::code(&e).unwrap_or("error").to_owned();
+                let msg = aws_sdk_sqs::error::ProvideErrorMetadata::message(&e).unwrap_or_default().to_owned();
+                let hint =
+                    if code.contains("AccessDenied") { "; the role needs sqs:SendMessage on the queue" } else { "" };
+                format!("SQS SendMessageBatch to {queue_url} failed: {code} {msg}{hint}")
+            },
+        )?;
+        Ok(out
+            .failed()
+            .iter()
+            .map(|f| {
+                (
+                    f.id().to_owned(),
+                    format!("SQS refused the message: {} {}", f.code(), f.message().unwrap_or_default()),
+                )
+            })
+            .collect())
     }
 }

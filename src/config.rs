@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::ports::{AppCredential, GraphApp};
+use crate::ports::{AppCredential, GraphApp, ProvisioningSettings};
 use crate::types::{
     printable, AllowedTenantUrl, Endpoint, SecretId, TenantUrl, TenantUrlAllowList, ABM_TENANT_URL, GRAPH_HOSTS,
     LOGIN_HOSTS,
@@ -35,6 +35,17 @@ pub const ENV_DRY_RUN: &str = "DRY_RUN";
 pub const ENV_CONCURRENCY: &str = "SCIM_RELAY_CONCURRENCY";
 /// When scheduled runs test the saved credentials: `every-run` (default), `daily`, `off`.
 pub const ENV_LIVE_CHECK: &str = "SCIM_RELAY_LIVE_CHECK";
+/// Entra's `SyncAll` ("true"/"false"), sent with every PUT of the token.
+pub const ENV_SYNC_ALL: &str = "ENTRA_SYNC_ALL";
+/// Entra's `SyncNotificationSettings` (a JSON object), sent with every PUT of the token.
+pub const ENV_SYNC_NOTIFICATION_SETTINGS: &str = "ENTRA_SYNC_NOTIFICATION_SETTINGS";
+// Fleet (issue 13): targets found by name prefix, and fan-out over SQS.
+/// Every secret whose name starts with this is a target (found with ListSecrets each run).
+pub const ENV_SECRET_PREFIX: &str = "SCIM_RELAY_SECRET_PREFIX";
+/// Above this many targets, a scheduled sync enqueues one message per target.
+pub const ENV_FANOUT_THRESHOLD: &str = "SCIM_RELAY_FANOUT_THRESHOLD";
+/// The SQS FIFO queue the fan-out sends to (and the function consumes).
+pub const ENV_QUEUE_URL: &str = "SCIM_RELAY_QUEUE_URL";
 /// Extra SCIM addresses (besides Apple's two) a token may be sent to.
 pub const ENV_ALLOWED_TENANT_URLS: &str = crate::types::ALLOWED_TENANT_URLS_SETTING;
 /// Per-target settings: `{"SECRET": {"ENTRA_TENANT_ID": "...", ...}, ...}`.
@@ -59,6 +70,11 @@ pub const ENV_VARS: &[&str] = &[
     ENV_DRY_RUN,
     ENV_CONCURRENCY,
     ENV_LIVE_CHECK,
+    ENV_SYNC_ALL,
+    ENV_SYNC_NOTIFICATION_SETTINGS,
+    ENV_SECRET_PREFIX,
+    ENV_FANOUT_THRESHOLD,
+    ENV_QUEUE_URL,
     ENV_ALLOWED_TENANT_URLS,
     ENV_TARGET_SETTINGS,
 ];
@@ -108,7 +124,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn global(setting: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn global(setting: &str, reason: impl Into<String>) -> Self {
         Self { setting: setting.to_owned(), target: String::new(), reason: reason.into() }
     }
 }
@@ -133,6 +149,11 @@ pub struct Defaults {
     pub dry_run: bool,
     pub concurrency: usize,
     pub live_check: LiveCheck,
+    /// `ENTRA_SYNC_ALL` and `ENTRA_SYNC_NOTIFICATION_SETTINGS`: deployer-only
+    /// (never from tags), sent with every PUT of a token.
+    pub provisioning: ProvisioningSettings,
+    /// Fleet settings: discovery by prefix and fan-out (see `crate::fleet`).
+    pub fleet: crate::fleet::FleetSettings,
     /// Where a token may be sent (Apple's endpoints and the deployer's list).
     pub allowed_tenant_urls: TenantUrlAllowList,
     /// Per-target settings (`SCIM_RELAY_TARGET_SETTINGS`): the target as
@@ -179,6 +200,8 @@ pub struct TargetConfig {
     /// Where a token stored with its own `tenant_url` may be sent.
     pub allowed_tenant_urls: TenantUrlAllowList,
     pub warning_days: u32,
+    /// Sent with every PUT of this target's token.
+    pub provisioning: ProvisioningSettings,
 }
 
 fn non_empty(vars: &HashMap<String, String>, key: &str) -> Option<String> {
@@ -200,9 +223,19 @@ impl Defaults {
     }
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let ids = non_empty(vars, ENV_SECRET_IDS).ok_or_else(|| {
-            ConfigError::global(ENV_SECRET_IDS, "is required: a comma-separated list of token secret names or ARNs")
-        })?;
+        let fleet = crate::fleet::FleetSettings::from_vars(vars)?;
+        let ids = match (non_empty(vars, ENV_SECRET_IDS), &fleet.prefix) {
+            (Some(ids), _) => ids,
+            (None, Some(_)) => String::new(),
+            (None, None) => {
+                return Err(ConfigError::global(
+                    ENV_SECRET_IDS,
+                    format!(
+                        "is required: a comma-separated list of token secret names or ARNs (or set {ENV_SECRET_PREFIX} to manage every secret under a name prefix)"
+                    ),
+                ))
+            }
+        };
         let mut secret_ids: Vec<SecretId> = Vec::new();
         for part in ids.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let id = SecretId::parse(part).map_err(|e| ConfigError::global(ENV_SECRET_IDS, format!("entry {e}")))?;
@@ -211,7 +244,7 @@ impl Defaults {
             }
             secret_ids.push(id);
         }
-        if secret_ids.is_empty() {
+        if secret_ids.is_empty() && fleet.prefix.is_none() {
             return Err(ConfigError::global(ENV_SECRET_IDS, "lists no secret"));
         }
         let endpoint = |key: &str, default: &str, hosts: &[&str]| {
@@ -249,6 +282,20 @@ impl Defaults {
             concurrency,
             live_check: LiveCheck::parse(vars.get(ENV_LIVE_CHECK).map(String::as_str).unwrap_or(""))
                 .map_err(|e| ConfigError::global(ENV_LIVE_CHECK, e))?,
+            provisioning: ProvisioningSettings {
+                sync_all: match non_empty(vars, ENV_SYNC_ALL) {
+                    None => None,
+                    Some(v) => Some(parse_sync_all(&v).map_err(|e| ConfigError::global(ENV_SYNC_ALL, e))?),
+                },
+                sync_notification_settings: match non_empty(vars, ENV_SYNC_NOTIFICATION_SETTINGS) {
+                    None => None,
+                    Some(v) => Some(
+                        parse_sync_notification_settings(&v)
+                            .map_err(|e| ConfigError::global(ENV_SYNC_NOTIFICATION_SETTINGS, e))?,
+                    ),
+                },
+            },
+            fleet,
             allowed_tenant_urls: TenantUrlAllowList::parse(
                 &non_empty(vars, ENV_ALLOWED_TENANT_URLS).unwrap_or_default(),
             )
@@ -257,7 +304,8 @@ impl Defaults {
         };
         let mut defaults = defaults;
         if let Some(raw) = non_empty(vars, ENV_TARGET_SETTINGS) {
-            defaults.target_settings = parse_target_settings(&raw, &defaults.secret_ids)?;
+            defaults.target_settings =
+                parse_target_settings(&raw, &defaults.secret_ids, defaults.fleet.prefix.as_deref())?;
         }
         if let Some(arn) = &defaults.alert_topic_arn {
             let ok = arn.starts_with("arn:") && arn.split(':').nth(2) == Some("sns") && arn.split(':').count() == 6;
@@ -401,6 +449,7 @@ impl Defaults {
             tenant_url,
             allowed_tenant_urls: self.allowed_tenant_urls.clone(),
             warning_days,
+            provisioning: self.provisioning.clone(),
         })
     }
 
@@ -416,7 +465,7 @@ pub type TargetSettings = Vec<(SecretId, BTreeMap<String, String>)>;
 /// Parses `SCIM_RELAY_TARGET_SETTINGS`: a JSON object whose keys name
 /// targets (as listed in `SCIM_RELAY_SECRET_IDS`, by name or ARN) and whose
 /// values are objects of per-target settings by env var name, all strings.
-fn parse_target_settings(raw: &str, targets: &[SecretId]) -> Result<TargetSettings, ConfigError> {
+fn parse_target_settings(raw: &str, targets: &[SecretId], prefix: Option<&str>) -> Result<TargetSettings, ConfigError> {
     let fail = |reason: String| ConfigError::global(ENV_TARGET_SETTINGS, reason);
     let doc: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
         fail(format!(
@@ -431,8 +480,14 @@ fn parse_target_settings(raw: &str, targets: &[SecretId]) -> Result<TargetSettin
     let mut out: TargetSettings = Vec::new();
     for (key, settings) in entries {
         let id = SecretId::parse(&key).map_err(|e| fail(format!("entry {e}")))?;
-        if !targets.iter().any(|t| t.matches(id.as_str()) || id.matches(t.as_str())) {
-            return Err(fail(format!("entry `{}` is not one of the targets in {ENV_SECRET_IDS}", printable(&key))));
+        // A secret under SCIM_RELAY_SECRET_PREFIX is a target too (issue 13).
+        let under_prefix = prefix.is_some_and(|p| id.name().starts_with(p));
+        if !under_prefix && !targets.iter().any(|t| t.matches(id.as_str()) || id.matches(t.as_str())) {
+            let or_prefix = prefix.map(|p| format!(" or under {ENV_SECRET_PREFIX} {p}")).unwrap_or_default();
+            return Err(fail(format!(
+                "entry `{}` is not one of the targets in {ENV_SECRET_IDS}{or_prefix}",
+                printable(&key)
+            )));
         }
         if out.iter().any(|(o, _)| o.matches(id.as_str()) || id.matches(o.as_str())) {
             return Err(fail(format!("entry `{}` is listed twice", printable(&key))));
@@ -534,6 +589,63 @@ fn parse_warning_days(v: &str) -> Result<u32, String> {
         Ok(n) if (1..=365).contains(&n) => Ok(n),
         _ => Err(format!("`{}` is not a whole number of days from 1 to 365", printable(v))),
     }
+}
+
+/// `ENTRA_SYNC_ALL`: exactly `true` or `false` (Entra's `SyncAll` value).
+fn parse_sync_all(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!(
+            "`{}` is not true (sync all users and groups) or false (sync only assigned users and groups)",
+            printable(v)
+        )),
+    }
+}
+
+/// The keys of `SyncNotificationSettings` the portal writes, with their JSON types.
+const SYNC_NOTIFICATION_KEYS: &[(&str, &str)] = &[
+    ("Enabled", "true or false"),
+    ("Recipients", "a string"),
+    ("DeleteThresholdEnabled", "true or false"),
+    ("DeleteThresholdValue", "a whole number"),
+];
+
+/// `ENTRA_SYNC_NOTIFICATION_SETTINGS`: a JSON object with Entra's keys and
+/// types. Returned as compact JSON text (the PUT sends it as a string).
+fn parse_sync_notification_settings(raw: &str) -> Result<String, String> {
+    const EXAMPLE: &str =
+        r#"{"Enabled":true,"Recipients":"it@school.example","DeleteThresholdEnabled":true,"DeleteThresholdValue":500}"#;
+    let value: serde_json::Value = serde_json::from_str(raw.trim())
+        .map_err(|e| format!("is not JSON ({e}); expected an object such as {EXAMPLE}"))?;
+    let Some(object) = value.as_object() else {
+        return Err(format!("is not a JSON object; expected one such as {EXAMPLE}"));
+    };
+    if object.is_empty() {
+        return Err(format!("is an empty object; leave the setting empty to send nothing, or give e.g. {EXAMPLE}"));
+    }
+    let known: Vec<&str> = SYNC_NOTIFICATION_KEYS.iter().map(|(k, _)| *k).collect();
+    let unknown: Vec<String> =
+        object.keys().filter(|k| !known.contains(&k.as_str())).map(|k| format!("`{}`", printable(k))).collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "has unknown key(s) {}; the keys are {} (PascalCase)",
+            crate::types::list_some(&unknown),
+            known.join(", ")
+        ));
+    }
+    for (key, kind) in SYNC_NOTIFICATION_KEYS {
+        let Some(v) = object.get(*key) else { continue };
+        let ok = match *key {
+            "Recipients" => v.as_str().is_some_and(|s| s.len() <= 1024 && !s.chars().any(char::is_control)),
+            "DeleteThresholdValue" => v.as_u64().is_some_and(|n| n <= 1_000_000),
+            _ => v.is_boolean(),
+        };
+        if !ok {
+            return Err(format!("`{key}` must be {kind}, got `{}`", printable(&v.to_string())));
+        }
+    }
+    Ok(value.to_string())
 }
 
 #[cfg(test)]
@@ -722,5 +834,48 @@ mod tests {
             e.to_string().starts_with("SCIM_RELAY_TARGET_SETTINGS entry `scim-relay/abm`, ENTRA_AUTH: `cert`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn provisioning_settings_are_validated_and_reach_every_target() {
+        let d = Defaults::from_vars(&vars(&[])).unwrap();
+        assert_eq!(d.provisioning, ProvisioningSettings::default(), "nothing declared: nothing sent");
+        let d = Defaults::from_vars(&vars(&[
+            (ENV_SYNC_ALL, " False "),
+            (
+                ENV_SYNC_NOTIFICATION_SETTINGS,
+                r#"{ "Enabled": true, "Recipients": "it@school.example", "DeleteThresholdEnabled": true, "DeleteThresholdValue": 500 }"#,
+            ),
+        ]))
+        .unwrap();
+        let t = d.for_target(&d.secret_ids[1]).unwrap();
+        assert_eq!(t.provisioning.sync_all, Some(false));
+        let text = t.provisioning.sync_notification_settings.clone().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["Recipients"], "it@school.example");
+        assert_eq!(v["DeleteThresholdValue"], 500);
+        assert!(!text.contains(' '), "sent as compact JSON text: {text}");
+        assert_eq!(
+            t.provisioning.pairs().iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            ["SyncNotificationSettings", "SyncAll"]
+        );
+
+        for (setting, bad, says) in [
+            (ENV_SYNC_ALL, "yes", "is not true"),
+            (ENV_SYNC_ALL, "1", "is not true"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, "Enabled=true", "is not JSON"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, "[true]", "is not a JSON object"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, "{}", "empty object"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, r#"{"enabled":true}"#, "unknown key(s) `enabled`"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, r#"{"Enabled":"true"}"#, "`Enabled` must be true or false"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, r#"{"DeleteThresholdValue":-1}"#, "must be a whole number"),
+            (ENV_SYNC_NOTIFICATION_SETTINGS, r#"{"Recipients":5}"#, "must be a string"),
+        ] {
+            let e = Defaults::from_vars(&vars(&[(setting, bad)])).unwrap_err();
+            assert_eq!(e.setting, setting, "{bad}");
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
+        // Not a per-target setting: one value for the whole deployment.
+        assert!(!PER_TARGET_SETTINGS.contains(&ENV_SYNC_ALL));
     }
 }

@@ -594,7 +594,13 @@ impl Entra for Graph {
     }
 
     async fn save_credentials(&self, app: &GraphApp, sp: &str, creds: &Credentials) -> Result<(), EntraError> {
-        let body = json!({"value": credential_pairs(creds)});
+        let mut pairs = credential_pairs(creds);
+        if let Some(list) = pairs.as_array_mut() {
+            for (key, value) in creds.settings.pairs() {
+                list.push(json!({"key": key, "value": value}));
+            }
+        }
+        let body = json!({"value": pairs});
         let url = format!("{}/secrets", self.sp_url(sp));
         self.send("save the token (PUT secrets)", Method::PUT, &url, app, Some(&body), &[creds.secret_token.expose()])
             .await?;

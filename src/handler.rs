@@ -15,6 +15,23 @@ pub enum Decoded {
     Run(RunRequest),
     /// A valid event that needs nothing from us (logged).
     Ignore(String),
+    /// Messages of the fan-out queue (an SQS event): one sync per message.
+    Queue(QueueBatch),
+}
+
+/// One SQS event of the fan-out queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueBatch {
+    pub messages: Vec<QueueMessage>,
+    pub opts: Options,
+}
+
+/// One message: the target it names, or why its body was refused (it is
+/// then reported as a failed item, retried, and ends in the dead-letter queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub message_id: String,
+    pub target: Result<crate::types::SecretId, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +50,9 @@ pub fn decode(payload: &Value, defaults: &Defaults) -> Result<Decoded, EventErro
             kind_of(payload)
         )));
     };
+    if obj.contains_key("Records") {
+        return decode_sqs(obj, defaults);
+    }
     if obj.contains_key("detail-type") || obj.contains_key("source") {
         return decode_eventbridge(obj, defaults);
     }
@@ -87,8 +107,12 @@ fn decode_on_demand(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Dec
     let targets = match obj.get("secret_id") {
         None | Some(Value::Null) => Targets::All,
         Some(Value::String(s)) => Targets::One(target(defaults, s).ok_or_else(|| {
+            let prefix = match &defaults.fleet.prefix {
+                Some(p) => format!(", or a name under SCIM_RELAY_SECRET_PREFIX {p}"),
+                None => String::new(),
+            };
             err(format!(
-                "`{}` is not one of the configured targets (SCIM_RELAY_SECRET_IDS: {})",
+                "`{}` is not one of the configured targets (SCIM_RELAY_SECRET_IDS: {}{prefix})",
                 printable(s),
                 list_some(&defaults.secret_ids.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             ))
@@ -107,8 +131,61 @@ fn action_name(a: Action) -> &'static str {
     }
 }
 
+/// A listed target, or a secret under the name prefix (one created after
+/// the deployment is a target without a redeploy).
 fn target(defaults: &Defaults, id: &str) -> Option<crate::types::SecretId> {
-    defaults.target_named(id).cloned()
+    defaults.target_named(id).cloned().or_else(|| crate::fleet::under_prefix(defaults, id))
+}
+
+/// Lambda's SQS event (`Records[]` from the fan-out queue). Every record
+/// must come from the configured queue; each body is what an on-demand sync
+/// of one target would be, `{"action":"sync","secret_id":...}`.
+fn decode_sqs(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Decoded, EventError> {
+    let Some(queue) = &defaults.fleet.queue else {
+        return Err(err("an SQS event, but this function has no fan-out queue (SCIM_RELAY_QUEUE_URL is not set)"));
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "Records") {
+        return Err(err(format!("unknown key `{}` next to `Records` in an SQS event", printable(k))));
+    }
+    let records = obj.get("Records").and_then(Value::as_array).ok_or_else(|| err("`Records` must be an array"))?;
+    if records.is_empty() || records.len() > 10_000 {
+        return Err(err(format!("an SQS event with {} records (1 to 10000 expected)", records.len())));
+    }
+    let mut messages = Vec::new();
+    for r in records {
+        let source = str_at(r, &["eventSource"]).unwrap_or_default();
+        let arn = str_at(r, &["eventSourceARN"]).unwrap_or_default();
+        if source != "aws:sqs" || !queue.is_arn(arn) {
+            return Err(err(format!(
+                "a record from `{}` (`{}`), not the fan-out queue {} (SCIM_RELAY_QUEUE_URL)",
+                printable(arn),
+                printable(source),
+                queue.url
+            )));
+        }
+        let message_id = str_at(r, &["messageId"])
+            .filter(|m| !m.is_empty() && m.len() <= 128)
+            .ok_or_else(|| err("an SQS record without a messageId"))?
+            .to_owned();
+        let target = queue_body(str_at(r, &["body"]), defaults);
+        messages.push(QueueMessage { message_id, target });
+    }
+    Ok(Decoded::Queue(QueueBatch { messages, opts: Options { dry_run: defaults.dry_run, force: false } }))
+}
+
+/// One fan-out message body: `{"action":"sync","secret_id":...}`, checked
+/// like an on-demand payload (the secret must be a target).
+fn queue_body(body: Option<&str>, defaults: &Defaults) -> Result<crate::types::SecretId, String> {
+    let body = body.ok_or("the message has no body")?;
+    let value: Value = serde_json::from_str(body).map_err(|_| "the message body is not JSON".to_owned())?;
+    let Value::Object(o) = &value else { return Err("the message body is not a JSON object".into()) };
+    if o.get("action").and_then(Value::as_str) != Some("sync") || o.keys().any(|k| k != "action" && k != "secret_id") {
+        return Err("the message body is not {\"action\":\"sync\",\"secret_id\":...}".into());
+    }
+    match decode_on_demand(o, defaults).map_err(|e| e.0)? {
+        Decoded::Run(RunRequest { targets: Targets::One(id), .. }) => Ok(id),
+        _ => Err("the message body names no `secret_id`".into()),
+    }
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -213,7 +290,7 @@ mod tests {
     fn run(v: Value) -> RunRequest {
         match decode(&v, &defaults()).unwrap() {
             Decoded::Run(r) => r,
-            Decoded::Ignore(why) => panic!("ignored: {why}"),
+            other => panic!("not a run: {other:?}"),
         }
     }
 
@@ -257,5 +334,65 @@ mod tests {
         assert!(matches!(decode(&label("AWSCURRENT", "other"), &defaults()).unwrap(), Decoded::Ignore(_)));
         let ct = json!({"source":"aws.secretsmanager","detail-type":"AWS API Call via CloudTrail","detail":{"eventSource":"secretsmanager.amazonaws.com","eventName":"PutSecretValue","requestParameters":{"secretId":"scim-relay/asm"},"responseElements":{"aRN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:scim-relay/asm-Ab12Cd"}}});
         assert!(matches!(run(ct).targets, Targets::One(_)));
+    }
+
+    fn fleet_defaults() -> Defaults {
+        let vars = [
+            ("SCIM_RELAY_SECRET_PREFIX", "scim-relay/"),
+            ("ENTRA_CLIENT_SECRET_ID", "scim-relay/graph"),
+            ("SCIM_RELAY_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/relay-targets.fifo"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Defaults::from_vars(&vars).unwrap()
+    }
+
+    #[test]
+    fn secrets_under_the_prefix_are_targets_except_the_credential() {
+        let d = fleet_defaults();
+        let label = |n: &str| json!({"source":"aws.secretsmanager","detail-type":"Secret Label Updated","detail":{"name":n,"labelUpdated":"AWSCURRENT","versionId":"v"}});
+        let one = |v: Value| match decode(&v, &d).unwrap() {
+            Decoded::Run(RunRequest { targets: Targets::One(id), .. }) => Some(id.to_string()),
+            Decoded::Ignore(_) => None,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(one(label("scim-relay/school-7")).as_deref(), Some("scim-relay/school-7"));
+        assert_eq!(one(label("scim-relay/graph")), None, "the relay's own credential");
+        assert_eq!(one(label("scim-relayx/abm")), None);
+        assert_eq!(one(label("Scim-relay/abm")), None, "case-sensitive, as ListSecrets and IAM");
+        let ct = json!({"source":"aws.secretsmanager","detail-type":"AWS API Call via CloudTrail","detail":{"eventName":"PutSecretValue","requestParameters":{"secretId":"scim-relay/school-8"}}});
+        assert_eq!(one(ct).as_deref(), Some("scim-relay/school-8"));
+        assert_eq!(one(json!({"secret_id":"scim-relay/school-9"})).as_deref(), Some("scim-relay/school-9"));
+        let e = decode(&json!({"secret_id":"other/x"}), &d).unwrap_err().to_string();
+        assert!(e.contains("SCIM_RELAY_SECRET_PREFIX scim-relay/"), "{e}");
+    }
+
+    #[test]
+    fn sqs_events_from_the_fan_out_queue_only() {
+        let d = fleet_defaults();
+        let arn = "arn:aws:sqs:us-east-1:123456789012:relay-targets.fifo";
+        let rec = |id: &str, body: &str, arn: &str| json!({"messageId": id, "body": body, "eventSource": "aws:sqs", "eventSourceARN": arn});
+        let ev = json!({"Records": [
+            rec("a", r#"{"action":"sync","secret_id":"scim-relay/one"}"#, arn),
+            rec("b", r#"{"action":"check","secret_id":"scim-relay/one"}"#, arn),
+            rec("c", r#"{"action":"sync"}"#, arn),
+            rec("d", "not json", arn),
+            rec("e", r#"{"action":"sync","secret_id":"elsewhere/x"}"#, arn),
+        ]});
+        let Decoded::Queue(b) = decode(&ev, &d).unwrap() else { panic!("not a queue batch") };
+        assert_eq!(b.messages[0].target.as_ref().unwrap().as_str(), "scim-relay/one");
+        assert!(b.messages[1..].iter().all(|m| m.target.is_err()), "{:?}", b.messages);
+        for bad in [
+            json!({"Records": [rec("a", "{}", "arn:aws:sqs:us-east-1:123456789012:other.fifo")]}),
+            json!({"Records": [rec("a", "{}", "arn:aws:sqs:us-east-1:210987654321:relay-targets.fifo")]}),
+            json!({"Records": []}),
+            json!({"Records": [rec("a", "{}", arn)], "extra": 1}),
+            json!({"Records": [{"messageId": "a", "body": "{}", "eventSource": "aws:kinesis", "eventSourceARN": arn}]}),
+        ] {
+            assert!(decode(&bad, &d).is_err(), "{bad}");
+        }
+        // Without a queue configured, any SQS event is refused.
+        assert!(decode(&json!({"Records": [rec("a", "{}", arn)]}), &defaults()).is_err());
     }
 }

@@ -158,6 +158,7 @@ mod tests {
                 .map(|(i, o)| TargetResult::new(&format!("scim-relay/t{i}"), *o, "Graph answered 503"))
                 .collect(),
             undelivered: undelivered.iter().map(|s| s.to_string()).collect(),
+            fanned_out: None,
         }
     }
 

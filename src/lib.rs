@@ -7,12 +7,14 @@
 //!   app signs in (client secret, certificate, AWS outbound identity federation).
 //! - [`credential_watch`]: the relay's own credential is watched for expiry too.
 //! - [`relay`]: runs a request over all targets; [`handler`]: the Lambda event layer.
+//! - [`fleet`]: targets found by name prefix, their order, and fan-out over SQS.
 
 pub mod alert;
 pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod credential_watch;
+pub mod fleet;
 pub mod graph;
 pub mod handler;
 pub mod invocation_error;

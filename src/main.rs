@@ -82,20 +82,28 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
     })?;
     let req = match decoded {
         Decoded::Run(req) => req,
+        Decoded::Queue(batch) => {
+            // Fan-out messages: failures are reported per message (SQS
+            // delivers those again), never as an invocation error.
+            let deadline = tokio::time::Instant::now() + time_left(event.context.deadline);
+            info!(messages = batch.messages.len(), "fan-out messages received");
+            let retries_before = relay.graph().retries();
+            let outcome = scim_relay::fleet::run_queue_batch(relay, &batch, Some(deadline)).await;
+            let retries = relay.graph().retries().saturating_sub(retries_before);
+            for line in scim_relay::metrics::emf_lines(&outcome.report, retries, now_millis() as i64) {
+                println!("{line}");
+            }
+            if let Some(summary) = outcome.report.error_summary() {
+                warn!(failed_messages = outcome.failed_messages.len(), summary = %summary, "fan-out messages failed; SQS delivers them again");
+            }
+            return Ok(scim_relay::fleet::batch_response(&outcome.failed_messages));
+        }
         Decoded::Ignore(why) => {
             info!(reason = %why, "event needs no action");
             return Ok(json!({"results": [], "ignored": why}));
         }
     };
-    let mut time_left = Duration::from_millis(event.context.deadline.saturating_sub(now_millis()));
-    if time_left.is_zero() {
-        // Lambda always sends a future deadline; some emulators do not.
-        warn!(
-            deadline_ms = event.context.deadline,
-            "the runtime sent no usable deadline; assuming Lambda's maximum of 15 minutes"
-        );
-        time_left = MAX_LAMBDA_TIMEOUT;
-    }
+    let time_left = time_left(event.context.deadline);
     let deadline = tokio::time::Instant::now() + time_left;
     info!(
         action = ?req.action,
@@ -118,6 +126,16 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
         Some(e) => Err(e),
         None => Ok(result),
     }
+}
+
+fn time_left(deadline_ms: u64) -> Duration {
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_millis()));
+    if left.is_zero() {
+        // Lambda always sends a future deadline; some emulators do not.
+        warn!(deadline_ms, "the runtime sent no usable deadline; assuming Lambda's maximum of 15 minutes");
+        return MAX_LAMBDA_TIMEOUT;
+    }
+    left
 }
 
 fn now_millis() -> u64 {

@@ -131,7 +131,7 @@ mod tests {
         ok.days_left = Some(12);
         ok.live_token = Some(LiveToken::Refused);
         let failed = TargetResult::new("scim-relay/asm", Outcome::Failed, "");
-        let report = RunReport { results: vec![ok, failed], undelivered: vec![] };
+        let report = RunReport { results: vec![ok, failed], undelivered: vec![], fanned_out: None };
         let lines = emf_lines_for("my-stack-fn", &report, 3, 1_700_000_000_000);
         assert_eq!(lines.len(), 3);
         let first: Value = serde_json::from_str(&lines[0]).unwrap();

@@ -47,6 +47,7 @@ mod tests {
                 .check(&crate::types::TenantUrl::parse(crate::types::ABM_TENANT_URL).unwrap())
                 .unwrap(),
             secret_token: token.clone(),
+            settings: Default::default(),
         };
         let version = crate::ports::SecretVersion {
             version_id: "v1".into(),

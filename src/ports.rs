@@ -79,6 +79,20 @@ pub trait SecretStore: Send + Sync {
         from: Option<&str>,
     ) -> Result<(), StoreError>;
     async fn tag(&self, id: &SecretId, tags: &[(String, String)]) -> Result<(), StoreError>;
+    /// Every secret whose name starts with `prefix` (`ListSecrets` with a
+    /// name filter, all pages), with its tags. Secrets scheduled for deletion
+    /// are not listed.
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<ListedSecret>, StoreError> {
+        Err(StoreError::Other(format!("this secret store cannot list the secrets under {prefix}")))
+    }
+}
+
+/// One secret as `ListSecrets` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedSecret {
+    pub name: String,
+    pub arn: String,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A [`SecretStore`] that reads each secret's AWSCURRENT value at most once:
@@ -128,6 +142,10 @@ impl SecretStore for ReadOnce {
 
     async fn tag(&self, id: &SecretId, tags: &[(String, String)]) -> Result<(), StoreError> {
         self.inner.tag(id, tags).await
+    }
+
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<ListedSecret>, StoreError> {
+        self.inner.list_secrets(prefix).await
     }
 }
 
@@ -212,6 +230,37 @@ pub struct JobRef {
 pub struct Credentials {
     pub base_address: AllowedTenantUrl,
     pub secret_token: Token,
+    /// Sent with every `PUT secrets` (never with `validateCredentials`).
+    pub settings: ProvisioningSettings,
+}
+
+/// Provisioning settings the deployer declares (`ENTRA_SYNC_ALL`,
+/// `ENTRA_SYNC_NOTIFICATION_SETTINGS`). They are sent with every
+/// `PUT .../synchronization/secrets`, so that a PUT that replaces the whole
+/// collection (OData's rule for a collection-valued property) writes back
+/// what the admin set in the portal instead of resetting it. `None` = not sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ProvisioningSettings {
+    /// `SyncAll`: "true" = sync all users and groups, "false" = only assigned ones.
+    pub sync_all: Option<bool>,
+    /// `SyncNotificationSettings`: a validated JSON object text (notification
+    /// e-mail, accidental-deletion threshold).
+    pub sync_notification_settings: Option<String>,
+}
+
+impl ProvisioningSettings {
+    /// The extra `{"key","value"}` pairs of a `PUT secrets`, in the order of
+    /// Microsoft's example (after BaseAddress and SecretToken).
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(n) = &self.sync_notification_settings {
+            pairs.push(("SyncNotificationSettings", n.clone()));
+        }
+        if let Some(all) = self.sync_all {
+            pairs.push(("SyncAll", all.to_string()));
+        }
+        pairs
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

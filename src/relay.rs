@@ -40,6 +40,10 @@ pub struct RunReport {
     /// they make the invocation an error).
     #[serde(skip)]
     pub undelivered: Vec<String>,
+    /// Set when the run enqueued its targets instead of processing them
+    /// (fan-out: `results` then holds only targets that could not be sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanned_out: Option<crate::fleet::FanOut>,
 }
 
 impl RunReport {
@@ -78,6 +82,8 @@ pub struct Relay {
     notifier: Option<Arc<dyn Notifier>>,
     clock: Clock,
     checkpoint: Option<Arc<Checkpoint>>,
+    /// The fan-out queue's sender (`SCIM_RELAY_QUEUE_URL`).
+    queue: Option<Arc<dyn crate::fleet::TargetQueue>>,
 }
 
 impl Relay {
@@ -95,7 +101,7 @@ impl Relay {
             retry,
             defaults.concurrency,
         )?;
-        Ok(Self { defaults, store, graph: Arc::new(graph), notifier, clock, checkpoint: None })
+        Ok(Self { defaults, store, graph: Arc::new(graph), notifier, clock, checkpoint: None, queue: None })
     }
 
     /// Builds the relay from the process environment and the AWS SDK's own
@@ -123,8 +129,76 @@ impl Relay {
             .map(|arn| Arc::new(crate::aws::SnsNotifier::new(&aws, arn)) as Arc<dyn Notifier>);
         // Called only when a target signs in with ENTRA_AUTH=federated.
         let sts = Arc::new(crate::auth::StsWebIdentity::new(&aws));
-        Ok(Self::new(defaults, store, notifier, RetryPolicy::default(), Arc::new(Timestamp::now))?
-            .with_web_identity(sts))
+        let queue = defaults
+            .fleet
+            .queue
+            .is_some()
+            .then(|| Arc::new(crate::aws::SqsQueue::new(&aws)) as Arc<dyn crate::fleet::TargetQueue>);
+        let relay = Self::new(defaults, store, notifier, RetryPolicy::default(), Arc::new(Timestamp::now))?
+            .with_web_identity(sts);
+        Ok(match queue {
+            Some(q) => relay.with_queue(q),
+            None => relay,
+        })
+    }
+
+    /// Where fan-out messages go (SQS in production).
+    pub fn with_queue(mut self, queue: Arc<dyn crate::fleet::TargetQueue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// The targets of a run over all: the listed ones and those found under
+    /// the prefix, least recently checked first; a failed discovery becomes
+    /// a `failed` entry of its own (the listed targets still run).
+    async fn all_targets(&self) -> (Vec<SecretId>, Vec<SecretId>, Option<TargetResult>) {
+        let list = crate::fleet::list_targets(&self.defaults, self.store.as_ref(), (self.clock)()).await;
+        if list.discovered > 0 {
+            info!(discovered = list.discovered, targets = list.targets.len(), "targets found under the name prefix");
+        }
+        let failure = list.discovery_error.map(|e| {
+            let prefix = self.defaults.fleet.prefix.clone().unwrap_or_default();
+            let r = TargetResult::failed(&format!("{prefix}*"), Step::Discover, e);
+            log_result(&r);
+            r
+        });
+        (list.targets, list.listing, failure)
+    }
+
+    /// Results in reporting order (targets run least recently checked first).
+    /// (Before the credential watch, whose alert is listed with the first
+    /// target in this order that uses the credential.)
+    fn in_listing_order(runs: &mut [TargetRun], listing: &[SecretId]) {
+        if listing.is_empty() {
+            return;
+        }
+        let rank = |id: &str| listing.iter().position(|l| l.as_str() == id).unwrap_or(usize::MAX);
+        runs.sort_by_cached_key(|r| rank(&r.result.secret_id));
+    }
+
+    /// Above the threshold, a sync of every target sends one queue message
+    /// per target instead of processing them here (see `crate::fleet`).
+    async fn fan_out(&self, req: &RunRequest, targets: &[SecretId]) -> Option<RunReport> {
+        let queue = self.queue.as_ref()?;
+        let queue_url = &self.defaults.fleet.queue.as_ref()?.url;
+        let eligible = req.action == Action::Sync
+            && req.targets == Targets::All
+            && !req.opts.force
+            && req.opts.dry_run == self.defaults.dry_run;
+        if !eligible || targets.len() <= self.defaults.fleet.fanout_threshold {
+            return None;
+        }
+        let (summary, failed) = crate::fleet::enqueue(queue.as_ref(), queue_url, targets, (self.clock)()).await;
+        info!(queue = %queue_url, targets = summary.targets, enqueued = summary.enqueued, "fanned out: one queue message per target");
+        let results = failed
+            .into_iter()
+            .map(|(id, why)| {
+                let r = TargetResult::failed(id.as_str(), Step::Enqueue, why);
+                log_result(&r);
+                r
+            })
+            .collect();
+        Some(RunReport { results, undelivered: Vec::new(), fanned_out: Some(summary) })
     }
 
     /// Where federated sign-in (`ENTRA_AUTH=federated`) gets its web identity
@@ -150,12 +224,16 @@ impl Relay {
     }
 
     pub async fn run(&self, req: &RunRequest, deadline: Option<Instant>) -> RunReport {
-        let targets: Vec<SecretId> = match &req.targets {
-            Targets::All => self.defaults.secret_ids.clone(),
-            Targets::One(id) => vec![id.clone()],
+        let (targets, listing, discovery_failure) = match &req.targets {
+            Targets::All => self.all_targets().await,
+            Targets::One(id) => (vec![id.clone()], Vec::new(), None),
         };
+        if let Some(mut report) = self.fan_out(req, &targets).await {
+            report.results.extend(discovery_failure);
+            return report;
+        }
         let entra = Graph::new(self.graph.clone(), deadline);
-        let outcomes: Vec<TargetRun> = futures::stream::iter(targets)
+        let mut outcomes: Vec<TargetRun> = futures::stream::iter(targets)
             .map(|id| {
                 let entra = entra.clone();
                 async move { self.run_target(&id, req, &entra, deadline).await }
@@ -163,8 +241,9 @@ impl Relay {
             .buffered(self.defaults.concurrency * TARGETS_PER_GRAPH_SLOT)
             .collect()
             .await;
-        let mut report = RunReport { results: Vec::new(), undelivered: Vec::new() };
+        let mut report = RunReport { results: Vec::new(), undelivered: Vec::new(), fanned_out: None };
         let mut apps: Vec<(usize, GraphApp, u32)> = Vec::new();
+        Self::in_listing_order(&mut outcomes, &listing);
         for (i, t) in outcomes.into_iter().enumerate() {
             report.results.push(t.result);
             report.undelivered.extend(t.undelivered);
@@ -177,6 +256,7 @@ impl Relay {
         if writes && time_left.is_none_or(|left| left >= TARGET_START_MARGIN) {
             self.watch_credentials(&apps, entra.credential_store(), &mut report).await;
         }
+        report.results.extend(discovery_failure);
         report
     }
 

@@ -156,6 +156,10 @@ pub enum Step {
     WriteTags,
     TestSavedToken,
     Deadline,
+    /// Listing the secrets under SCIM_RELAY_SECRET_PREFIX.
+    Discover,
+    /// Sending a target's fan-out message to the queue.
+    Enqueue,
 }
 
 impl Step {
@@ -174,6 +178,8 @@ impl Step {
             Self::WriteTags => "writing the outcome tags",
             Self::TestSavedToken => "testing the saved credentials",
             Self::Deadline => "starting before the invocation's deadline",
+            Self::Discover => "listing the token secrets under SCIM_RELAY_SECRET_PREFIX (ListSecrets)",
+            Self::Enqueue => "sending the target's message to the fan-out queue (SQS SendMessageBatch)",
         }
     }
 }
@@ -641,7 +647,7 @@ impl<'a> Renewal<'a> {
             Some(url) => self.cfg.allowed_tenant_urls.check(url)?,
             None => self.cfg.tenant_url.clone(),
         };
-        Ok(Credentials { base_address, secret_token: c.value.token.clone() })
+        Ok(Credentials { base_address, secret_token: c.value.token.clone(), settings: self.cfg.provisioning.clone() })
     }
 
     /// Two runs that apply a secret's first token at once both move the

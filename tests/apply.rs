@@ -483,6 +483,83 @@ async fn a_missing_setting_fails_that_target_naming_it() {
     assert_eq!(outcome(&w.sync().await), Outcome::Applied);
 }
 
+/// The admin's provisioning settings as the portal saved them.
+const NOTIFY: &str =
+    r#"{"DeleteThresholdEnabled":true,"DeleteThresholdValue":500,"Enabled":true,"Recipients":"it@school.example"}"#;
+
+#[tokio::test]
+async fn declared_provisioning_settings_survive_an_apply_and_a_rollback() {
+    for replaces in [true, false] {
+        let mut w = World::new(&format!("settings-{replaces}")).await;
+        w.env.insert("ENTRA_SYNC_ALL".into(), "false".into());
+        w.env.insert(
+            "ENTRA_SYNC_NOTIFICATION_SETTINGS".into(),
+            r#"{"Enabled": true, "Recipients": "it@school.example", "DeleteThresholdEnabled": true, "DeleteThresholdValue": 500}"#.into(),
+        );
+        w.sim.set_put_secrets_replaces(replaces);
+        w.sim.set_saved_secrets(SP, &[("SyncNotificationSettings", NOTIFY), ("SyncAll", "false")]);
+        let held = |w: &World| (w.sim.saved_secret(SP, "SyncAll"), w.sim.saved_secret(SP, "SyncNotificationSettings"));
+        let expected = (Some("false".to_owned()), Some(NOTIFY.to_owned()));
+
+        // Apply: one PUT with all four keys, in Microsoft's order.
+        let old = w.token("first");
+        w.sim.accept_token(&old);
+        let old_v = w.put(&old).await;
+        let r = w.sync().await;
+        assert_eq!(outcome(&r), Outcome::Applied, "{}", r.results[0].message);
+        assert_eq!(held(&w), expected, "replace mode {replaces}: kept after the apply");
+        let keys: Vec<String> = w.sim.saved_secrets(SP).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        let put = w.sim.requests().into_iter().find(|q| q.route == Some(Route::PutSecrets)).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&put.body).unwrap();
+        let sent: Vec<&str> = body["value"].as_array().unwrap().iter().map(|kv| kv["key"].as_str().unwrap()).collect();
+        assert_eq!(sent, ["BaseAddress", "SecretToken", "SyncNotificationSettings", "SyncAll"]);
+        assert_eq!(body["value"][3]["value"], "false", "SyncAll is the string \"false\"");
+        assert_eq!(body["value"][2]["value"], NOTIFY, "the settings are JSON text in a string");
+        // validateCredentials carries only the credentials.
+        let test = w.sim.requests().into_iter().find(|q| q.route == Some(Route::ValidateCredentials)).unwrap();
+        assert!(!test.body.contains("SyncAll"), "validateCredentials sent a provisioning setting");
+        w.sim.clear_requests();
+
+        // Rollback: the new token breaks once saved; the restore PUT carries them too.
+        let new = w.token("breaks-when-saved");
+        w.sim.accept_token(&new);
+        w.sim.set_break_saved_after_put(true);
+        w.put(&new).await;
+        let r = w.sync().await;
+        assert_eq!(outcome(&r), Outcome::RolledBack, "{}", r.results[0].message);
+        assert_eq!(w.saved_token(), Some(old.clone()));
+        assert_eq!(w.version_with(LABEL_APPLIED).await, Some(old_v));
+        assert_eq!(held(&w), expected, "replace mode {replaces}: kept after the rollback");
+        let puts: Vec<_> = w.sim.requests().into_iter().filter(|q| q.route == Some(Route::PutSecrets)).collect();
+        assert_eq!(puts.len(), 2, "the new token, then the old one");
+        assert!(puts.iter().all(|p| p.body.contains("\"SyncAll\"") && p.body.contains("SyncNotificationSettings")));
+        w.assert_no_leaks();
+    }
+}
+
+#[tokio::test]
+async fn undeclared_settings_are_lost_when_put_replaces_the_collection() {
+    // Why the settings exist: in replace mode a PUT of two keys resets them.
+    let w = World::new("settings-lost").await;
+    w.sim.set_put_secrets_replaces(true);
+    w.sim.set_saved_secrets(SP, &[("SyncNotificationSettings", NOTIFY), ("SyncAll", "false")]);
+    let t = w.token("new");
+    w.sim.accept_token(&t);
+    w.put(&t).await;
+    assert_eq!(outcome(&w.sync().await), Outcome::Applied);
+    assert_eq!(w.sim.saved_secret(SP, "SyncAll"), None);
+    assert_eq!(w.sim.saved_secret(SP, "SyncNotificationSettings"), None);
+    // In merge mode (the simulator's default) they stay.
+    let w = World::new("settings-merged").await;
+    w.sim.set_saved_secrets(SP, &[("SyncAll", "false")]);
+    let t = w.token("new");
+    w.sim.accept_token(&t);
+    w.put(&t).await;
+    assert_eq!(outcome(&w.sync().await), Outcome::Applied);
+    assert_eq!(w.sim.saved_secret(SP, "SyncAll").as_deref(), Some("false"));
+}
+
 /// The same apply through the real binary, as Lambda runs it: a scheduled
 /// event in, the result document out, the alert sent, EMF metrics printed.
 #[tokio::test]
@@ -504,4 +581,32 @@ async fn applied_through_the_real_binary() {
     assert_eq!(w.invoke_binary(json!({})).await.outcomes(), ["unchanged"]);
     let bad = w.invoke_binary(json!({"action": "rotate"})).await;
     assert!(bad.error().error_message.contains("unknown action"), "{:?}", bad.error());
+}
+
+/// The declared settings through the real binary: an apply, then a rollback.
+#[tokio::test]
+async fn provisioning_settings_survive_a_rollback_through_the_real_binary() {
+    let w = World::new("settings-binary").await;
+    w.sim.set_put_secrets_replaces(true);
+    w.sim.set_saved_secrets(SP, &[("SyncNotificationSettings", NOTIFY), ("SyncAll", "false")]);
+    let env = [("ENTRA_SYNC_ALL", "false"), ("ENTRA_SYNC_NOTIFICATION_SETTINGS", NOTIFY)];
+    let old = w.token("first");
+    w.sim.accept_token(&old);
+    w.put(&old).await;
+    let inv = w.invoke_binary_env(json!({}), &env).await;
+    assert_eq!(inv.outcomes(), ["applied"], "{}", inv.stderr);
+    let new = w.token("breaks-when-saved");
+    w.sim.accept_token(&new);
+    w.sim.set_break_saved_after_put(true);
+    w.put(&new).await;
+    let inv = w.invoke_binary_env(json!({}), &env).await;
+    assert_eq!(inv.outcomes(), ["rolled_back"], "{}", inv.stderr);
+    assert_eq!(w.saved_token(), Some(old));
+    assert_eq!(w.sim.saved_secret(SP, "SyncAll").as_deref(), Some("false"));
+    assert_eq!(w.sim.saved_secret(SP, "SyncNotificationSettings").as_deref(), Some(NOTIFY));
+    // A malformed setting is refused naming it, before anything is written.
+    w.sim.clear_requests();
+    let inv = w.invoke_binary_env(json!({}), &[("ENTRA_SYNC_ALL", "yes")]).await;
+    assert!(inv.error().error_message.contains("ENTRA_SYNC_ALL"), "{:?}", inv.error());
+    assert_eq!(w.entra_writes(), 0);
 }

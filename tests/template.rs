@@ -113,8 +113,23 @@ impl Stack {
         self.eval(r).unwrap_or_else(|e| panic!("evaluating {id}: {e}")).expect("resource has a value")
     }
 
+    /// The resources of a type that this deployment creates (their
+    /// `Condition`, if any, holds).
     fn resources_of_type(&self, ty: &str) -> Vec<(String, Json)> {
-        self.resource_types.iter().filter(|(_, t)| *t == ty).map(|(id, _)| (id.clone(), self.resource(id))).collect()
+        self.resource_types
+            .iter()
+            .filter(|(_, t)| *t == ty)
+            .filter(|(id, _)| self.exists(id))
+            .map(|(id, _)| (id.clone(), self.resource(id)))
+            .collect()
+    }
+
+    /// Whether the deployment creates resource `id` (its `Condition` holds).
+    fn exists(&self, id: &str) -> bool {
+        match self.raw["Resources"][id].get("Condition").and_then(Yaml::as_str) {
+            Some(c) => self.condition(c).unwrap_or_else(|e| panic!("{id}: {e}")),
+            None => true,
+        }
     }
 
     fn condition(&self, name: &str) -> Result<bool, String> {
@@ -139,6 +154,10 @@ impl Stack {
                 } else if let Some(ty) = self.resource_types.get(name) {
                     json!(match ty.as_str() {
                         "AWS::SNS::Topic" => format!("arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{STACK}-{name}-ABC123"),
+                        "AWS::SQS::Queue" => {
+                            let queue = self.string(&self.raw["Resources"][name]["Properties"]["QueueName"], name)?;
+                            format!("https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{queue}")
+                        }
                         _ => format!("{STACK}-{name}"),
                     })
                 } else {
@@ -421,6 +440,16 @@ fn role_statements(stack: &Stack) -> Vec<Json> {
         }
     }
     assert!(f["Properties"].get("Policies").is_none(), "SAM Policies would add a second role policy");
+    // Policies attached to the role as resources of their own (when created).
+    let role_name = stack.reference(role_id).unwrap().unwrap();
+    for (_, p) in stack.resources_of_type("AWS::IAM::RolePolicy") {
+        if p["Properties"]["RoleName"] == role_name {
+            match &p["Properties"]["PolicyDocument"]["Statement"] {
+                Json::Array(s) => out.extend(s.iter().cloned()),
+                s => out.push(s.clone()),
+            }
+        }
+    }
     out
 }
 
@@ -429,6 +458,7 @@ fn scalar_json(v: &Json) -> String {
     match v {
         Json::String(s) => s.clone(),
         Json::Number(n) => n.to_string(),
+        Json::Bool(b) => b.to_string(),
         other => panic!("expected a scalar, got {other}"),
     }
 }
@@ -720,8 +750,10 @@ fn graph_sign_in_access_follows_the_chosen_method() {
 #[test]
 fn no_wildcard_resource_anywhere() {
     // AWS allows a narrower resource for every action the stack grants but
-    // one: sts:GetWebIdentityToken has no resource type. So `Resource: "*"`
-    // may appear only on that action, narrowed by the token audience.
+    // two: sts:GetWebIdentityToken and secretsmanager:ListSecrets have no
+    // resource type. So `Resource: "*"` may appear only on those actions
+    // alone: the first narrowed by the token audience, the second granted
+    // only with TokenSecretPrefix.
     fn walk(v: &Yaml, path: &str) {
         match v {
             Yaml::Mapping(m) => {
@@ -733,13 +765,16 @@ fn no_wildcard_resource_anywhere() {
                             other => vec![other],
                         };
                         let action = m.get("Action").and_then(Yaml::as_str).unwrap_or_default();
+                        // ListSecrets has no resource type either; it returns
+                        // metadata, never values (see the fleet test).
+                        let listing = action == "secretsmanager:ListSecrets";
                         let narrowed = m
                             .get("Condition")
                             .and_then(|c| c.get("ForAllValues:StringEquals"))
                             .and_then(|c| c.get("sts:IdentityTokenAudience"))
                             .is_some();
                         for item in items {
-                            let exempt = action == "sts:GetWebIdentityToken" && narrowed;
+                            let exempt = (action == "sts:GetWebIdentityToken" && narrowed) || listing;
                             assert!(item.as_str() != Some("*") || exempt, "Resource: \"*\" at {path}");
                         }
                     }
@@ -796,7 +831,7 @@ fn emitted_metrics(function_name: &str) -> BTreeSet<MetricKey> {
         r.live_token = Some(scim_relay::renew::LiveToken::Passed);
         results.push(r);
     }
-    let report = RunReport { results, undelivered: vec!["expiring for scim-relay/t0: boom".into()] };
+    let report = RunReport { results, undelivered: vec!["expiring for scim-relay/t0: boom".into()], fanned_out: None };
     let mut out = BTreeSet::new();
     for line in scim_relay::metrics::emf_lines_for(function_name, &report, 0, 1_700_000_000_000) {
         let v: Json = serde_json::from_str(&line).expect("EMF is JSON");
@@ -1124,4 +1159,165 @@ fn failed_and_undeliverable_events_reach_the_admin() {
     assert_eq!(alarm["Namespace"], "AWS/SQS");
     assert_eq!(alarm_dimensions(&alarm)["QueueName"], "getatt:UndeliveredEventsQueue.QueueName");
     assert_eq!(alarm["AlarmActions"], json!([topic]));
+}
+
+#[test]
+fn provisioning_settings_reach_the_binary_validated() {
+    let notify =
+        r#"{"Enabled":true,"Recipients":"it@school.example","DeleteThresholdEnabled":true,"DeleteThresholdValue":500}"#;
+    let env = env_of(&Stack::with_targets(&["scim-relay/abm"], &[]));
+    assert_eq!((env["ENTRA_SYNC_ALL"].as_str(), env["ENTRA_SYNC_NOTIFICATION_SETTINGS"].as_str()), ("", ""));
+    let d = Defaults::from_vars(&env).expect("parses");
+    assert_eq!(d.provisioning, Default::default(), "empty parameters: nothing sent");
+    let env = env_of(&Stack::with_targets(
+        &["scim-relay/abm"],
+        &[("SyncAll", json!("false")), ("SyncNotificationSettings", json!(notify))],
+    ));
+    let d = Defaults::from_vars(&env).expect("parses");
+    assert_eq!(d.provisioning.sync_all, Some(false));
+    assert!(d.provisioning.sync_notification_settings.is_some());
+    let raw = raw_template();
+    let allowed: Vec<String> =
+        raw["Parameters"]["SyncAll"]["AllowedValues"].as_sequence().unwrap().iter().map(scalar).collect();
+    assert_eq!(allowed, ["", "true", "false"]);
+}
+
+#[test]
+fn a_fleet_by_prefix_gets_its_secrets_listing_a_rule_and_a_fan_out_queue() {
+    const FLEET_RESOURCES: [&str; 7] = [
+        "FleetPolicy",
+        "TokenStoredUnderPrefix",
+        "TokenStoredUnderPrefixPermission",
+        "TargetQueue",
+        "TargetDeadLetterQueue",
+        "TargetQueueConsumer",
+        "TargetDeadLetterAlarm",
+    ];
+    // Without a prefix: none of it, and one run at a time as before.
+    let plain = Stack::with_targets(&["scim-relay/abm"], &[]);
+    for id in FLEET_RESOURCES {
+        assert!(!plain.exists(id), "{id} exists without TokenSecretPrefix");
+    }
+    assert_eq!(scalar_json(&function(&plain)["Properties"]["ReservedConcurrentExecutions"]), "1");
+    assert_eq!(env_of(&plain)["SCIM_RELAY_QUEUE_URL"], "");
+    assert!(!role_statements(&plain).iter().any(|st| actions(st).contains("secretsmanager:ListSecrets")));
+
+    // A prefix and no names.
+    let stack = Stack::with_targets(&[""], &[("TokenSecretPrefix", json!("scim-relay/"))]);
+    for id in FLEET_RESOURCES {
+        assert!(stack.exists(id), "{id} is missing with TokenSecretPrefix");
+    }
+    let env = env_of(&stack);
+    let d = Defaults::from_vars(&env).expect("the environment parses");
+    assert!(d.secret_ids.is_empty());
+    assert_eq!(d.fleet.prefix.as_deref(), Some("scim-relay/"));
+    assert_eq!(d.fleet.fanout_threshold, 50);
+    let queue = d.fleet.queue.clone().expect("the queue URL is set");
+    assert!(queue.url.ends_with("/scim-relay-targets.fifo"), "{}", queue.url);
+
+    // IAM: the token actions on secret:PREFIX*, ListSecrets alone on "*",
+    // SendMessage and the consumer's actions on the queue only.
+    let statements = role_statements(&stack);
+    let on = |arn: &str| -> BTreeSet<String> {
+        statements
+            .iter()
+            .filter(|st| st["Effect"] == "Allow")
+            .filter(|st| strings(&st["Resource"]).iter().any(|p| iam_matches(p, arn)))
+            .flat_map(actions)
+            .collect()
+    };
+    let token_actions: BTreeSet<String> = TOKEN_ACTIONS.iter().map(|a| a.to_string()).collect();
+    let mut with_listing = token_actions.clone();
+    with_listing.insert("secretsmanager:ListSecrets".into());
+    let secret = |name: &str| format!("arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf");
+    assert_eq!(on(&secret("scim-relay/school-17")), with_listing);
+    assert_eq!(on(&secret("scim-relay/deep/er")), with_listing);
+    for outside in ["scim-relay-other/abm", "Scim-relay/abm", "other/scim-relay/abm"] {
+        assert_eq!(on(&secret(outside)), BTreeSet::from(["secretsmanager:ListSecrets".to_owned()]), "{outside}");
+    }
+    let listing: Vec<&Json> =
+        statements.iter().filter(|st| actions(st).contains("secretsmanager:ListSecrets")).collect();
+    assert_eq!(listing.len(), 1);
+    assert_eq!(actions(listing[0]).len(), 1, "ListSecrets on \"*\" is granted alone");
+    let prefix_statement = statements
+        .iter()
+        .find(|st| strings(&st["Resource"]).iter().any(|r| r.ends_with(":secret:scim-relay/*")))
+        .expect("a statement on secret:PREFIX*");
+    let named_statement = statements.iter().find(|st| st["Sid"] == "ManageTokenSecrets").expect("ManageTokenSecrets");
+    assert_eq!(prefix_statement["Condition"], named_statement["Condition"], "the same tag keys only");
+    let queue_arn = "getatt:TargetQueue.Arn";
+    let sqs: BTreeSet<String> = statements
+        .iter()
+        .filter(|st| actions(st).iter().any(|a| a.starts_with("sqs:")))
+        .inspect(|st| assert_eq!(strings(&st["Resource"]), [queue_arn], "SQS access on the queue only"))
+        .flat_map(actions)
+        .collect();
+    assert_eq!(
+        sqs,
+        [
+            "sqs:ChangeMessageVisibility",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ReceiveMessage",
+            "sqs:SendMessage"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    );
+
+    // The queue: FIFO, encrypted, a dead-letter queue with an alarm to the topic.
+    let q = &stack.resource("TargetQueue")["Properties"];
+    assert_eq!((scalar_json(&q["FifoQueue"]), scalar_json(&q["SqsManagedSseEnabled"])), ("true".into(), "true".into()));
+    assert_eq!(q["RedrivePolicy"]["deadLetterTargetArn"], "getatt:TargetDeadLetterQueue.Arn");
+    let receives: u32 = scalar_json(&q["RedrivePolicy"]["maxReceiveCount"]).parse().unwrap();
+    assert!((1..=5).contains(&receives));
+    assert!(scalar_json(&q["VisibilityTimeout"]).parse::<u32>().unwrap() >= 6 * 300);
+    assert_eq!(scalar_json(&stack.resource("TargetDeadLetterQueue")["Properties"]["FifoQueue"]), "true");
+    let alarm = &stack.resource("TargetDeadLetterAlarm")["Properties"];
+    assert_eq!(alarm["Dimensions"][0]["Value"], "getatt:TargetDeadLetterQueue.QueueName");
+    assert_eq!(alarm["AlarmActions"], json!([stack.reference("AlertTopic").unwrap().unwrap()]));
+
+    // The consumer: the same function, partial batch failures, bounded
+    // concurrency inside the function's reserved concurrency.
+    let esm = &stack.resource("TargetQueueConsumer")["Properties"];
+    assert_eq!(esm["EventSourceArn"], queue_arn);
+    assert_eq!(esm["FunctionName"], stack.reference("ScimRelayFunction").unwrap().unwrap());
+    assert_eq!(esm["FunctionResponseTypes"], json!(["ReportBatchItemFailures"]));
+    assert!(scalar_json(&esm["BatchSize"]).parse::<u32>().unwrap() <= 10);
+    let most: u32 = scalar_json(&esm["ScalingConfig"]["MaximumConcurrency"]).parse().unwrap();
+    let reserved: u32 = scalar_json(&function(&stack)["Properties"]["ReservedConcurrentExecutions"]).parse().unwrap();
+    assert_eq!((most, reserved), (5, 6), "one slot left for the schedule and label events");
+    let raw = raw_template();
+    for v in raw["Parameters"]["FanOutConcurrency"]["AllowedValues"].as_sequence().unwrap() {
+        let s =
+            Stack::with_targets(&[""], &[("TokenSecretPrefix", json!("p/")), ("FanOutConcurrency", json!(scalar(v)))]);
+        let r: u32 = scalar_json(&function(&s)["Properties"]["ReservedConcurrentExecutions"]).parse().unwrap();
+        assert_eq!(r, scalar(v).parse::<u32>().unwrap() + 1);
+    }
+
+    // The label rule for secrets under the prefix: a new secret is a target
+    // without a redeploy; the relay's credential never is.
+    let rule = &stack.resource("TokenStoredUnderPrefix")["Properties"];
+    assert_eq!(
+        rule["EventPattern"],
+        json!({"source": ["aws.secretsmanager"], "detail-type": ["Secret Label Updated"],
+            "detail": {"name": [{"prefix": "scim-relay/"}], "labelUpdated": ["AWSCURRENT"]}})
+    );
+    let perm = &stack.resource("TokenStoredUnderPrefixPermission")["Properties"];
+    assert_eq!(perm["SourceArn"], "getatt:TokenStoredUnderPrefix.Arn");
+    let label = |name: &str| {
+        json!({"version": "0", "id": "1", "detail-type": "Secret Label Updated", "source": "aws.secretsmanager",
+            "account": ACCOUNT, "time": "2026-11-23T06:00:00Z", "region": REGION,
+            "resources": [format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-a1b2c3")],
+            "detail": {"name": name, "labelUpdated": "AWSCURRENT", "versionId": "v"}})
+    };
+    match decode(&label("scim-relay/school-99"), &d).expect("decodes") {
+        Decoded::Run(req) => assert!(matches!(req.targets, Targets::One(_))),
+        other => panic!("expected a run, got {other:?}"),
+    }
+    let mut env = env;
+    env.insert("ENTRA_CLIENT_SECRET_ID".into(), "scim-relay/graph-client-secret".into());
+    let d = Defaults::from_vars(&env).expect("parses");
+    assert!(matches!(decode(&label("scim-relay/graph-client-secret"), &d), Ok(Decoded::Ignore(_))));
 }

@@ -141,6 +141,18 @@ async fn state(State(sim): State<Sim>) -> Response {
                 "jobs": jobs,
                 "credentialsSaved": sp.saved_credentials().is_some(),
                 "savedBaseAddress": sp.secret("BaseAddress"),
+                // Every saved key, with values of the non-secret ones.
+                "savedSecrets": sp
+                    .secrets()
+                    .iter()
+                    .map(|(k, v)| {
+                        let shown = match k.as_str() {
+                            "BaseAddress" | "SyncAll" | "SyncNotificationSettings" | "SkipOutOfScopeDeletions" => v.as_str(),
+                            _ => REDACTED,
+                        };
+                        json!({"key": k, "value": shown})
+                    })
+                    .collect::<Vec<Value>>(),
             })
         })
         .collect();
@@ -149,6 +161,7 @@ async fn state(State(sim): State<Sim>) -> Response {
         "acceptAll": state.accept_all,
         "acceptedTokenCount": state.accepted_token_count(),
         "breakSavedAfterPut": state.break_saved_after_put,
+        "putSecretsReplaces": state.put_secrets_replaces,
         "accessTokensIssued": state.tokens_issued,
     }))
 }

@@ -421,6 +421,23 @@ fn validate_credentials(state: &SimState, sp: &str, job: &str, body: &[u8]) -> R
     Ok(())
 }
 
+/// The provisioning settings are strings holding Entra's own formats:
+/// `SyncAll` "true"/"false", `SyncNotificationSettings` a JSON object text.
+/// (Stricter than Graph is known to be: it checks what the relay sends.)
+fn check_setting_values(pairs: &[KeyValue]) -> Result<(), Failure> {
+    for kv in pairs {
+        let ok = match kv.key.as_str() {
+            "SyncAll" => matches!(kv.value.as_str(), "true" | "false" | "True" | "False"),
+            "SyncNotificationSettings" => serde_json::from_str::<Value>(&kv.value).is_ok_and(|v| v.is_object()),
+            _ => true,
+        };
+        if !ok {
+            return Err(Failure::bad_request(format!("The value of secret '{}' is not valid.", kv.key)));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize)]
 struct PutSecretsRequest {
     #[serde(default)]
@@ -436,9 +453,16 @@ fn put_secrets(state: &mut SimState, sp: &str, body: &[u8]) -> Result<(), Failur
     if secrets.iter().any(|kv| kv.key.is_empty()) {
         return Err(Failure::bad_request("Secret keys must not be empty."));
     }
+    check_setting_values(&secrets)?;
     // One-shot: only the first PUT after arming is broken (the roll-back PUT works).
     let broken = std::mem::take(&mut state.break_saved_after_put);
-    state.service_principal_mut(sp).save_secrets(secrets.into_iter().map(|kv| (kv.key, kv.value)).collect(), broken);
+    let replaces = state.put_secrets_replaces;
+    let pairs = secrets.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    let principal = state.service_principal_mut(sp);
+    match replaces {
+        true => principal.replace_secrets(pairs, broken),
+        false => principal.save_secrets(pairs, broken),
+    }
     Ok(())
 }
 

@@ -290,6 +290,32 @@ impl Sim {
         );
     }
 
+    /// Every synchronization secret the service principal holds, in PUT
+    /// order (`SecretToken` included: in-process tests only; the control
+    /// API's `/_sim/state` redacts it).
+    pub fn saved_secrets(&self, sp_id: &str) -> Vec<(String, String)> {
+        self.lock().service_principals.get(sp_id).map(|sp| sp.secrets().to_vec()).unwrap_or_default()
+    }
+
+    /// One saved synchronization secret, e.g. `SyncAll`.
+    pub fn saved_secret(&self, sp_id: &str, key: &str) -> Option<String> {
+        self.lock().service_principals.get(sp_id)?.secret(key).map(str::to_owned)
+    }
+
+    /// Seeds secrets as an admin's portal save would (merged by key), e.g.
+    /// `SyncAll` and `SyncNotificationSettings` next to the credentials.
+    pub fn set_saved_secrets(&self, sp_id: &str, secrets: &[(&str, &str)]) {
+        let pairs = secrets.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.lock().service_principal_mut(sp_id).save_secrets(pairs, false);
+    }
+
+    /// OData semantics for `PUT .../synchronization/secrets`: when on, a PUT
+    /// replaces the whole collection (keys not sent are gone); when off (the
+    /// default), it merges by key. Which one Graph does is not documented.
+    pub fn set_put_secrets_replaces(&self, on: bool) {
+        self.lock().put_secrets_replaces = on;
+    }
+
     /// Queues a one-shot fault; each matching request consumes one, FIFO per
     /// route. Faults for the exact route are consumed before [`Route::Any`]
     /// ones, and one-shot faults before persistent ones.

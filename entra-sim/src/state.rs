@@ -29,6 +29,9 @@ pub(crate) struct State {
     /// Graph/login requests seen since the throttle was set.
     throttle_seen: u64,
     pub(crate) break_saved_after_put: bool,
+    /// `PUT .../secrets` replaces the whole collection (OData's rule for a
+    /// collection-valued property) instead of merging by key.
+    pub(crate) put_secrets_replaces: bool,
     requests: Vec<(u64, Recorded)>,
     next_request_seq: u64,
     /// Graph requests (not sign-ins) being answered now, and the most at once.
@@ -79,6 +82,19 @@ impl ServicePrincipal {
 
     pub(crate) fn saved_token_broken(&self) -> bool {
         self.saved_token_broken
+    }
+
+    /// Every saved secret, in PUT order.
+    pub(crate) fn secrets(&self) -> &[(String, String)] {
+        &self.secrets
+    }
+
+    /// `PUT .../synchronization/secrets` in replace mode: the collection
+    /// becomes exactly `secrets`; keys not sent are gone.
+    pub(crate) fn replace_secrets(&mut self, secrets: Vec<(String, String)>, broken: bool) {
+        self.secrets.clear();
+        self.saved_token_broken = false;
+        self.save_secrets(secrets, broken);
     }
 
     /// Stores secrets as `PUT .../synchronization/secrets` does (merging by key).
@@ -218,6 +234,7 @@ impl State {
             throttle: None,
             throttle_seen: 0,
             break_saved_after_put: false,
+            put_secrets_replaces: false,
             requests: Vec::new(),
             next_request_seq: 0,
             graph_in_flight: 0,
@@ -435,5 +452,15 @@ mod tests {
         sp.save_secrets(vec![("SecretToken".into(), "u".into())], false);
         assert!(!sp.saved_token_broken());
         assert_eq!(sp.saved_credentials(), Some(("https://b".into(), "u".into())));
+    }
+
+    #[test]
+    fn replacing_drops_keys_not_sent() {
+        let mut sp = ServicePrincipal::default();
+        sp.save_secrets(vec![("SyncAll".into(), "false".into()), ("SecretToken".into(), "t".into())], true);
+        sp.replace_secrets(vec![("BaseAddress".into(), "https://a".into()), ("SecretToken".into(), "u".into())], false);
+        assert_eq!(sp.secret("SyncAll"), None);
+        assert!(!sp.saved_token_broken());
+        assert_eq!(sp.secrets().len(), 2);
     }
 }

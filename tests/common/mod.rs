@@ -303,6 +303,7 @@ impl World {
         let req = match decode(&payload, &relay.defaults).map_err(|e| e.to_string())? {
             Decoded::Run(req) => req,
             Decoded::Ignore(why) => return Err(format!("ignored: {why}")),
+            Decoded::Queue(_) => return Err("an SQS event: use scim_relay::fleet::run_queue_batch".into()),
         };
         let deadline = tokio::time::Instant::now() + time_left;
         let report = relay.run(&req, Some(deadline)).await;
