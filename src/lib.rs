@@ -1,30 +1,29 @@
 //! scim-relay: keeps the Apple Business Manager / Apple School Manager SCIM
 //! token in Microsoft Entra provisioning alive.
 //!
-//! - [`renew`]: the renewal logic, the SPEC's apply sequence, with no I/O.
-//! - [`ports`]: the two interfaces it needs (secret store, Entra) and the notifier.
-//! - [`aws`], [`graph`]: the real adapters; [`auth`]: how the relay's own Graph
-//!   app signs in (client secret, certificate, AWS outbound identity federation).
-//! - [`credential_watch`]: the relay's own credential is watched for expiry too.
-//! - [`relay`]: runs a request over all targets; [`handler`]: the Lambda event layer.
-//! - [`fleet`]: targets found by name prefix, their order, and fan-out over SQS.
+//! Three layers; imports run inwards only (edge → adapters → core):
+//!
+//! - [`core`]: the renewal logic (the SPEC's apply sequence), the expiry
+//!   watches, configuration, alerts, newtypes, and the ports (traits) it
+//!   talks through. No I/O, no SDK.
+//! - [`adapters`]: the ports' real implementations: Secrets Manager, SNS and
+//!   SQS ([`adapters::aws`]), Microsoft Graph ([`adapters::graph`]) and the
+//!   Graph app's sign-in methods with STS ([`adapters::auth`]).
+//! - [`lambda`]: the edge: event decoding and the invocation
+//!   ([`lambda::handler`]), the relay that wires it all together
+//!   ([`lambda::relay`]), fan-out messages, invocation errors, metrics, the
+//!   panic hook. `main.rs` only starts the runtime.
 
-pub mod alert;
-pub mod auth;
-pub mod aws;
-pub mod config;
-pub mod credential_watch;
-pub mod fleet;
-pub mod graph;
-pub mod handler;
-pub mod invocation_error;
-#[cfg(test)]
-pub mod memory;
-pub mod metrics;
-pub mod panic;
-pub mod ports;
-pub mod relay;
-pub mod renew;
-pub mod seal;
-pub mod secret_value;
-pub mod types;
+pub mod adapters;
+pub mod core;
+pub mod lambda;
+
+// The flat paths of before the layers, kept for the tests during the move.
+pub use crate::adapters::{auth, aws, graph};
+pub use crate::core::{alert, config, credential_watch, ports, renew, seal, secret_value, types};
+pub use crate::lambda::{handler, invocation_error, metrics, panic, relay};
+/// Fleet discovery and fan-out (core) with the consumer of fan-out messages (edge).
+pub mod fleet {
+    pub use crate::core::fleet::*;
+    pub use crate::lambda::queue::*;
+}

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use scim_relay::config::Defaults;
-use scim_relay::handler::{decode, Decoded};
-use scim_relay::invocation_error::InvocationError;
-use scim_relay::relay::Relay;
+use scim_relay::core::config::Defaults;
+use scim_relay::lambda::handler::{decode, Decoded};
+use scim_relay::lambda::invocation_error::InvocationError;
+use scim_relay::lambda::relay::Relay;
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 use tracing::{error, info, warn};
@@ -58,7 +58,7 @@ async fn relay() -> Result<&'static Relay, InvocationError> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    scim_relay::panic::install_hook();
+    scim_relay::lambda::panic::install_hook();
     init_tracing();
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         // A panic becomes `Internal` (its location is logged by the hook;
@@ -88,15 +88,15 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
             let deadline = tokio::time::Instant::now() + time_left(event.context.deadline);
             info!(messages = batch.messages.len(), "fan-out messages received");
             let retries_before = relay.graph().retries();
-            let outcome = scim_relay::fleet::run_queue_batch(relay, &batch, Some(deadline)).await;
+            let outcome = scim_relay::lambda::queue::run_queue_batch(relay, &batch, Some(deadline)).await;
             let retries = relay.graph().retries().saturating_sub(retries_before);
-            for line in scim_relay::metrics::emf_lines(&outcome.report, retries, now_millis() as i64) {
+            for line in scim_relay::lambda::metrics::emf_lines(&outcome.report, retries, now_millis() as i64) {
                 println!("{line}");
             }
             if let Some(summary) = outcome.report.error_summary() {
                 warn!(failed_messages = outcome.failed_messages.len(), summary = %summary, "fan-out messages failed; SQS delivers them again");
             }
-            return Ok(scim_relay::fleet::batch_response(&outcome.failed_messages));
+            return Ok(scim_relay::lambda::queue::batch_response(&outcome.failed_messages));
         }
         Decoded::Ignore(why) => {
             info!(reason = %why, "event needs no action");
@@ -116,7 +116,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, InvocationError> {
     let retries_before = relay.graph().retries();
     let report = relay.run(&req, Some(deadline)).await;
     let retries = relay.graph().retries().saturating_sub(retries_before);
-    for line in scim_relay::metrics::emf_lines(&report, retries, now_millis() as i64) {
+    for line in scim_relay::lambda::metrics::emf_lines(&report, retries, now_millis() as i64) {
         println!("{line}");
     }
     let result = serde_json::to_value(&report)

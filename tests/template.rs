@@ -672,8 +672,8 @@ fn iam_covers_the_target_secrets_and_nothing_more() {
 
 #[test]
 fn tagging_is_limited_to_the_status_tags_the_function_writes() {
-    // Every `pub const TAG_…` of src/renew.rs: the tags the function writes.
-    let src = std::fs::read_to_string(format!("{}/src/renew.rs", root())).expect("src/renew.rs");
+    // Every `pub const TAG_…` of src/core/renew.rs: the tags the function writes.
+    let src = std::fs::read_to_string(format!("{}/src/core/renew.rs", root())).expect("src/core/renew.rs");
     let written: BTreeSet<String> = src
         .lines()
         .filter_map(|l| l.trim().strip_prefix("pub const TAG_"))
@@ -686,7 +686,7 @@ fn tagging_is_limited_to_the_status_tags_the_function_writes() {
     let st = statements.iter().find(|s| s["Sid"] == "ManageTokenSecrets").expect("ManageTokenSecrets");
     let allowed: BTreeSet<String> =
         strings(&st["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]).into_iter().collect();
-    assert_eq!(allowed, written, "the TagResource condition must list exactly the tags src/renew.rs writes");
+    assert_eq!(allowed, written, "the TagResource condition must list exactly the tags src/core/renew.rs writes");
     for config_tag in scim_relay::config::LEGACY_SETTING_TAGS {
         assert!(!allowed.contains(*config_tag), "the function must not be able to write {config_tag}");
     }

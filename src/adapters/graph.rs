@@ -17,11 +17,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::auth::WebIdentitySource;
-use crate::ports::{
+use crate::adapters::auth::WebIdentitySource;
+use crate::core::ports::{
     Credentials, Entra, EntraError, GraphApp, Job, JobRef, Quarantine, ReadOnce, SecretStore, Validation,
 };
-use crate::types::Endpoint;
+use crate::core::types::Endpoint;
 
 /// Largest response body read from the network.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -419,12 +419,13 @@ impl Graph {
 
     /// The client-credentials grant. How the app proves who it is (client
     /// secret, certificate assertion, AWS web identity token) is
-    /// [`crate::auth`]'s business.
+    /// [`crate::adapters::auth`]'s business.
     async fn fetch_token(&self, app: &GraphApp) -> Result<(SecretString, Duration), EntraError> {
         let url = format!("{}/{}/oauth2/v2.0/token", self.shared.login.as_str(), app.tenant_id);
         let scope = format!("{}/.default", self.shared.graph.as_str());
         let auth =
-            crate::auth::client_auth(self.credential_store(), self.shared.web_identity.as_deref(), app, &url).await?;
+            crate::adapters::auth::client_auth(self.credential_store(), self.shared.web_identity.as_deref(), app, &url)
+                .await?;
         let proof = auth.exposed();
         let mut form = vec![
             ("grant_type", "client_credentials"),

@@ -21,8 +21,8 @@
 
 use serde_json::{json, Value};
 
-use crate::relay::RunReport;
-use crate::renew::{LiveToken, Outcome};
+use crate::core::renew::{LiveToken, Outcome};
+use crate::lambda::relay::RunReport;
 
 pub const NAMESPACE: &str = "ScimRelay";
 
@@ -123,7 +123,7 @@ pub fn emf_lines_for(stack: &str, report: &RunReport, graph_retries: u64, timest
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::renew::TargetResult;
+    use crate::core::renew::TargetResult;
 
     #[test]
     fn lines_are_valid_emf() {

@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use secrecy::SecretString;
 
-use crate::ports::{
+use crate::core::ports::{
     Credentials, Entra, EntraError, GraphApp, Job, JobRef, Quarantine, SecretInfo, SecretStore, SecretVersion,
     StoreError, Validation,
 };
-use crate::types::SecretId;
+use crate::core::types::SecretId;
 
 #[derive(Default)]
 struct Secret {

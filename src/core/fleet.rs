@@ -20,10 +20,10 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::config::{ConfigError, Defaults, ENV_FANOUT_THRESHOLD, ENV_QUEUE_URL, ENV_SECRET_PREFIX};
-use crate::ports::{SecretStore, StoreError};
-use crate::renew::TAG_CHECKED_AT;
-use crate::types::{printable, SecretId};
+use crate::core::config::{ConfigError, Defaults, ENV_FANOUT_THRESHOLD, ENV_QUEUE_URL, ENV_SECRET_PREFIX};
+use crate::core::ports::{SecretStore, StoreError};
+use crate::core::renew::TAG_CHECKED_AT;
+use crate::core::types::{printable, SecretId};
 
 /// Targets per run below which a sync of all is processed in the invocation
 /// itself. One invocation reaches about 95 targets in 300 s when Graph
@@ -138,7 +138,7 @@ fn check_prefix(p: &str) -> Result<String, String> {
 /// Whether `id` names one of the relay's own Graph credential secrets (the
 /// function-wide ones, or any target's in `SCIM_RELAY_TARGET_SETTINGS`).
 fn is_own_credential(defaults: &Defaults, id: &SecretId) -> bool {
-    use crate::config::{ENV_CERTIFICATE_SECRET_ID, ENV_CLIENT_SECRET_ID};
+    use crate::core::config::{ENV_CERTIFICATE_SECRET_ID, ENV_CLIENT_SECRET_ID};
     let per_target = defaults.target_settings.iter().flat_map(|(_, settings)| {
         [settings.get(ENV_CLIENT_SECRET_ID), settings.get(ENV_CERTIFICATE_SECRET_ID)].into_iter().flatten()
     });
@@ -333,69 +333,6 @@ pub async fn enqueue(
         batches,
     };
     (summary, failed)
-}
-
-// ------------------------------------------------------------ consume --
-
-/// What one SQS batch produced: every target's results (for the logs and
-/// metrics), and the messages to retry (`batchItemFailures`).
-#[derive(Debug)]
-pub struct QueueOutcome {
-    pub report: crate::relay::RunReport,
-    pub failed_messages: Vec<String>,
-}
-
-/// Syncs the targets of one fan-out batch. Each distinct target runs once
-/// (a FIFO batch may hold two messages of one group); a target that failed
-/// fails all its messages, and only those, so one failed target is retried
-/// alone. A message whose body was refused fails too (after the queue's
-/// maxReceiveCount it lands in the dead-letter queue, which has an alarm).
-pub async fn run_queue_batch(
-    relay: &crate::relay::Relay,
-    batch: &crate::handler::QueueBatch,
-    deadline: Option<tokio::time::Instant>,
-) -> QueueOutcome {
-    use crate::relay::{RunRequest, Targets};
-    let mut distinct: Vec<SecretId> = Vec::new();
-    for m in &batch.messages {
-        if let Ok(id) = &m.target {
-            if !distinct.contains(id) {
-                distinct.push(id.clone());
-            }
-        }
-    }
-    let runs = distinct.iter().map(|id| {
-        let req =
-            RunRequest { action: crate::renew::Action::Sync, targets: Targets::One(id.clone()), opts: batch.opts };
-        async move { relay.run(&req, deadline).await }
-    });
-    let reports = futures::future::join_all(runs).await;
-    let failed_targets: Vec<&SecretId> =
-        distinct.iter().zip(&reports).filter(|(_, r)| r.error_summary().is_some()).map(|(id, _)| id).collect();
-    let mut failed_messages = Vec::new();
-    for m in &batch.messages {
-        match &m.target {
-            Err(why) => {
-                tracing::error!(message_id = %m.message_id, reason = %why, "fan-out message refused; it is retried and then moved to the dead-letter queue");
-                failed_messages.push(m.message_id.clone());
-            }
-            Ok(id) if failed_targets.contains(&id) => failed_messages.push(m.message_id.clone()),
-            Ok(_) => {}
-        }
-    }
-    let mut report = crate::relay::RunReport { results: Vec::new(), undelivered: Vec::new(), fanned_out: None };
-    for r in reports {
-        report.results.extend(r.results);
-        report.undelivered.extend(r.undelivered);
-    }
-    QueueOutcome { report, failed_messages }
-}
-
-/// The answer Lambda expects with `ReportBatchItemFailures`.
-pub fn batch_response(failed_messages: &[String]) -> serde_json::Value {
-    let items: Vec<serde_json::Value> =
-        failed_messages.iter().map(|id| serde_json::json!({"itemIdentifier": id})).collect();
-    serde_json::json!({"batchItemFailures": items})
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::Defaults;
-use crate::relay::{RunRequest, Targets};
-use crate::renew::{Action, Options};
-use crate::types::{list_some, printable};
+use crate::core::config::Defaults;
+use crate::core::renew::{Action, Options};
+use crate::core::types::{list_some, printable};
+use crate::lambda::relay::{RunRequest, Targets};
 
 /// What an event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct QueueBatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMessage {
     pub message_id: String,
-    pub target: Result<crate::types::SecretId, String>,
+    pub target: Result<crate::core::types::SecretId, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,8 +133,8 @@ fn action_name(a: Action) -> &'static str {
 
 /// A listed target, or a secret under the name prefix (one created after
 /// the deployment is a target without a redeploy).
-fn target(defaults: &Defaults, id: &str) -> Option<crate::types::SecretId> {
-    defaults.target_named(id).cloned().or_else(|| crate::fleet::under_prefix(defaults, id))
+fn target(defaults: &Defaults, id: &str) -> Option<crate::core::types::SecretId> {
+    defaults.target_named(id).cloned().or_else(|| crate::core::fleet::under_prefix(defaults, id))
 }
 
 /// Lambda's SQS event (`Records[]` from the fan-out queue). Every record
@@ -175,7 +175,7 @@ fn decode_sqs(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Decoded, 
 
 /// One fan-out message body: `{"action":"sync","secret_id":...}`, checked
 /// like an on-demand payload (the secret must be a target).
-fn queue_body(body: Option<&str>, defaults: &Defaults) -> Result<crate::types::SecretId, String> {
+fn queue_body(body: Option<&str>, defaults: &Defaults) -> Result<crate::core::types::SecretId, String> {
     let body = body.ok_or("the message has no body")?;
     let value: Value = serde_json::from_str(body).map_err(|_| "the message body is not JSON".to_owned())?;
     let Value::Object(o) = &value else { return Err("the message body is not a JSON object".into()) };
@@ -207,7 +207,7 @@ fn decode_eventbridge(obj: &Map<String, Value>, defaults: &Defaults) -> Result<D
             opts: Options { dry_run: defaults.dry_run, force: false },
         })
     };
-    let sync_one = |id: crate::types::SecretId| {
+    let sync_one = |id: crate::core::types::SecretId| {
         Decoded::Run(RunRequest {
             action: Action::Sync,
             targets: Targets::One(id),

@@ -15,8 +15,8 @@
 
 use lambda_runtime::Diagnostic;
 
-use crate::relay::RunReport;
-use crate::renew::Outcome;
+use crate::core::renew::Outcome;
+use crate::lambda::relay::RunReport;
 
 /// Why an invocation is an error. Each variant holds the text after the
 /// summary line; [`InvocationError::message`] adds what to do.
@@ -119,14 +119,14 @@ fn undelivered_text(undelivered: &[String]) -> String {
     )
 }
 
-impl From<crate::handler::EventError> for InvocationError {
-    fn from(e: crate::handler::EventError) -> Self {
+impl From<crate::lambda::handler::EventError> for InvocationError {
+    fn from(e: crate::lambda::handler::EventError) -> Self {
         Self::BadRequest(e.to_string())
     }
 }
 
-impl From<crate::config::ConfigError> for InvocationError {
-    fn from(e: crate::config::ConfigError) -> Self {
+impl From<crate::core::config::ConfigError> for InvocationError {
+    fn from(e: crate::core::config::ConfigError) -> Self {
         Self::Configuration(e.to_string())
     }
 }
@@ -148,7 +148,7 @@ impl From<InvocationError> for Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::renew::TargetResult;
+    use crate::core::renew::TargetResult;
 
     fn report(outcomes: &[Outcome], undelivered: &[&str]) -> RunReport {
         RunReport {

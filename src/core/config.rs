@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::ports::{AppCredential, GraphApp, ProvisioningSettings};
-use crate::types::{
+use crate::core::ports::{AppCredential, GraphApp, ProvisioningSettings};
+use crate::core::types::{
     printable, AllowedTenantUrl, Endpoint, SecretId, TenantUrl, TenantUrlAllowList, ABM_TENANT_URL, GRAPH_HOSTS,
     LOGIN_HOSTS,
 };
@@ -47,7 +47,7 @@ pub const ENV_FANOUT_THRESHOLD: &str = "SCIM_RELAY_FANOUT_THRESHOLD";
 /// The SQS FIFO queue the fan-out sends to (and the function consumes).
 pub const ENV_QUEUE_URL: &str = "SCIM_RELAY_QUEUE_URL";
 /// Extra SCIM addresses (besides Apple's two) a token may be sent to.
-pub const ENV_ALLOWED_TENANT_URLS: &str = crate::types::ALLOWED_TENANT_URLS_SETTING;
+pub const ENV_ALLOWED_TENANT_URLS: &str = crate::core::types::ALLOWED_TENANT_URLS_SETTING;
 /// Per-target settings: `{"SECRET": {"ENTRA_TENANT_ID": "...", ...}, ...}`.
 pub const ENV_TARGET_SETTINGS: &str = "SCIM_RELAY_TARGET_SETTINGS";
 
@@ -152,8 +152,8 @@ pub struct Defaults {
     /// `ENTRA_SYNC_ALL` and `ENTRA_SYNC_NOTIFICATION_SETTINGS`: deployer-only
     /// (never from tags), sent with every PUT of a token.
     pub provisioning: ProvisioningSettings,
-    /// Fleet settings: discovery by prefix and fan-out (see `crate::fleet`).
-    pub fleet: crate::fleet::FleetSettings,
+    /// Fleet settings: discovery by prefix and fan-out (see `crate::core::fleet`).
+    pub fleet: crate::core::fleet::FleetSettings,
     /// Where a token may be sent (Apple's endpoints and the deployer's list).
     pub allowed_tenant_urls: TenantUrlAllowList,
     /// Per-target settings (`SCIM_RELAY_TARGET_SETTINGS`): the target as
@@ -223,7 +223,7 @@ impl Defaults {
     }
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let fleet = crate::fleet::FleetSettings::from_vars(vars)?;
+        let fleet = crate::core::fleet::FleetSettings::from_vars(vars)?;
         let ids = match (non_empty(vars, ENV_SECRET_IDS), &fleet.prefix) {
             (Some(ids), _) => ids,
             (None, Some(_)) => String::new(),
@@ -630,7 +630,7 @@ fn parse_sync_notification_settings(raw: &str) -> Result<String, String> {
     if !unknown.is_empty() {
         return Err(format!(
             "has unknown key(s) {}; the keys are {} (PascalCase)",
-            crate::types::list_some(&unknown),
+            crate::core::types::list_some(&unknown),
             known.join(", ")
         ));
     }
@@ -693,12 +693,12 @@ mod tests {
         assert_eq!(t.warning_days, 30);
         let own = format!(
             r#"{{"scim-relay/asm": {{"SCIM_TENANT_URL": "{}", "EXPIRY_WARNING_DAYS": 14, "ENTRA_JOB_ID": "Apple.abc.def"}}}}"#,
-            crate::types::ASM_TENANT_URL
+            crate::core::types::ASM_TENANT_URL
         );
         let d = Defaults::from_vars(&vars(&[(ENV_TARGET_SETTINGS, &own)])).unwrap();
         let t = d.for_target(&id).unwrap();
         assert_eq!((t.warning_days, t.job_id.as_deref()), (14, Some("Apple.abc.def")));
-        assert_eq!(t.tenant_url.as_str(), crate::types::ASM_TENANT_URL);
+        assert_eq!(t.tenant_url.as_str(), crate::core::types::ASM_TENANT_URL);
         // The other target keeps the defaults.
         assert_eq!(d.for_target(&d.secret_ids[0]).unwrap().warning_days, 30);
     }

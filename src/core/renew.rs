@@ -5,14 +5,14 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::alert::{Alert, AlertFacts, AlertKind};
-use crate::config::{LiveCheck, TargetConfig};
-use crate::ports::{
+use crate::core::alert::{Alert, AlertFacts, AlertKind};
+use crate::core::config::{LiveCheck, TargetConfig};
+use crate::core::ports::{
     Credentials, Entra, EntraError, GraphApp, Job, JobRef, SecretInfo, SecretStore, SecretVersion, StoreError,
     Validation,
 };
-use crate::seal::Seal;
-use crate::secret_value::{format_date, format_time, Expiry, ExpirySource, SecretValue, SecretValueError};
+use crate::core::seal::Seal;
+use crate::core::secret_value::{format_date, format_time, Expiry, ExpirySource, SecretValue, SecretValueError};
 
 pub const LABEL_CURRENT: &str = "AWSCURRENT";
 pub const LABEL_APPLIED: &str = "SCIM_RELAY_APPLIED";
@@ -24,7 +24,7 @@ pub const TAG_EXPIRES_SOURCE: &str = "scim-relay:expires-source";
 /// The version whose expiry `scim-relay:expires-at` records. A report only:
 /// expiry is always computed from the version's value, never read back.
 pub const TAG_EXPIRES_VERSION: &str = "scim-relay:expires-version";
-// The tags below are de-duplication state, sealed (see `crate::seal`): a
+// The tags below are de-duplication state, sealed (see `crate::core::seal`): a
 // forged or edited one counts as absent.
 /// `VERSION:DAYS`: the last `expiring` threshold announced for the applied version.
 pub const TAG_EXPIRY_WARNED: &str = "scim-relay:expiry-warned";
@@ -263,7 +263,7 @@ impl<T> At<T> for Result<T, EntraError> {
     }
 }
 
-impl<T> At<T> for Result<T, crate::types::NotAllowed> {
+impl<T> At<T> for Result<T, crate::core::types::NotAllowed> {
     fn at(self, step: Step) -> Result<T, Failure> {
         self.map_err(|e| Failure { step, message: e.to_string() })
     }
@@ -310,7 +310,7 @@ pub struct Renewal<'a> {
     pub live_check: LiveCheck,
     /// Versions read in this run (each is read at most once).
     read: std::sync::Mutex<std::collections::BTreeMap<String, SecretVersion>>,
-    /// Seals and opens the de-duplication records (see `crate::seal`).
+    /// Seals and opens the de-duplication records (see `crate::core::seal`).
     seal: std::sync::Mutex<Option<std::sync::Arc<Seal>>>,
 }
 
@@ -642,7 +642,7 @@ impl<'a> Renewal<'a> {
 
     /// What Entra is sent for a token: its own tenant URL, else the
     /// target's, and only an address on the deployer's allow-list.
-    fn credentials(&self, c: &Candidate) -> Result<Credentials, crate::types::NotAllowed> {
+    fn credentials(&self, c: &Candidate) -> Result<Credentials, crate::core::types::NotAllowed> {
         let base_address = match &c.value.tenant_url {
             Some(url) => self.cfg.allowed_tenant_urls.check(url)?,
             None => self.cfg.tenant_url.clone(),
@@ -1017,7 +1017,7 @@ impl<'a> Renewal<'a> {
     fn watch_quarantine(
         &self,
         info: &SecretInfo,
-        q: &crate::ports::Quarantine,
+        q: &crate::core::ports::Quarantine,
         expiry: Option<&Expiry>,
         alerts: &mut Vec<Alert>,
         tags: &mut Vec<(String, String)>,
@@ -1289,8 +1289,8 @@ fn tag_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Defaults;
-    use crate::memory::{MemoryEntra, MemoryStore};
+    use crate::core::config::Defaults;
+    use crate::core::memory::{MemoryEntra, MemoryStore};
 
     const ID: &str = "scim-relay/abm";
 

@@ -11,12 +11,12 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::auth::WebIdentitySource;
-use crate::config::Defaults;
-use crate::graph::{Graph, GraphShared, RetryPolicy};
-use crate::ports::{GraphApp, Notifier, SecretStore, StoreError};
-use crate::renew::{Action, Checkpoint, Options, Outcome, Renewal, Step, TargetResult};
-use crate::types::SecretId;
+use crate::adapters::auth::WebIdentitySource;
+use crate::adapters::graph::{Graph, GraphShared, RetryPolicy};
+use crate::core::config::Defaults;
+use crate::core::ports::{GraphApp, Notifier, SecretStore, StoreError};
+use crate::core::renew::{Action, Checkpoint, Options, Outcome, Renewal, Step, TargetResult};
+use crate::core::types::SecretId;
 
 /// Which targets a request covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +43,14 @@ pub struct RunReport {
     /// Set when the run enqueued its targets instead of processing them
     /// (fan-out: `results` then holds only targets that could not be sent).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fanned_out: Option<crate::fleet::FanOut>,
+    pub fanned_out: Option<crate::core::fleet::FanOut>,
 }
 
 impl RunReport {
     /// Why the invocation must be reported as an error, if it must: the
-    /// `errorMessage` of [`crate::invocation_error::InvocationError`].
+    /// `errorMessage` of [`crate::lambda::invocation_error::InvocationError`].
     pub fn error_summary(&self) -> Option<String> {
-        crate::invocation_error::InvocationError::from_report(self).map(|e| e.message())
+        crate::lambda::invocation_error::InvocationError::from_report(self).map(|e| e.message())
     }
 }
 
@@ -83,7 +83,7 @@ pub struct Relay {
     clock: Clock,
     checkpoint: Option<Arc<Checkpoint>>,
     /// The fan-out queue's sender (`SCIM_RELAY_QUEUE_URL`).
-    queue: Option<Arc<dyn crate::fleet::TargetQueue>>,
+    queue: Option<Arc<dyn crate::core::fleet::TargetQueue>>,
 }
 
 impl Relay {
@@ -122,18 +122,17 @@ impl Relay {
             .operation_timeout(std::time::Duration::from_secs(30))
             .build();
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts).load().await;
-        let store: Arc<dyn SecretStore> = Arc::new(crate::aws::AwsSecretStore::new(&aws));
+        let store: Arc<dyn SecretStore> = Arc::new(crate::adapters::aws::AwsSecretStore::new(&aws));
         let notifier = defaults
             .alert_topic_arn
             .clone()
-            .map(|arn| Arc::new(crate::aws::SnsNotifier::new(&aws, arn)) as Arc<dyn Notifier>);
+            .map(|arn| Arc::new(crate::adapters::aws::SnsNotifier::new(&aws, arn)) as Arc<dyn Notifier>);
         // Called only when a target signs in with ENTRA_AUTH=federated.
-        let sts = Arc::new(crate::auth::StsWebIdentity::new(&aws));
-        let queue = defaults
-            .fleet
-            .queue
-            .is_some()
-            .then(|| Arc::new(crate::aws::SqsQueue::new(&aws)) as Arc<dyn crate::fleet::TargetQueue>);
+        let sts = Arc::new(crate::adapters::auth::StsWebIdentity::new(&aws));
+        let queue =
+            defaults.fleet.queue.is_some().then(|| {
+                Arc::new(crate::adapters::aws::SqsQueue::new(&aws)) as Arc<dyn crate::core::fleet::TargetQueue>
+            });
         let relay = Self::new(defaults, store, notifier, RetryPolicy::default(), Arc::new(Timestamp::now))?
             .with_web_identity(sts);
         Ok(match queue {
@@ -143,7 +142,7 @@ impl Relay {
     }
 
     /// Where fan-out messages go (SQS in production).
-    pub fn with_queue(mut self, queue: Arc<dyn crate::fleet::TargetQueue>) -> Self {
+    pub fn with_queue(mut self, queue: Arc<dyn crate::core::fleet::TargetQueue>) -> Self {
         self.queue = Some(queue);
         self
     }
@@ -152,7 +151,7 @@ impl Relay {
     /// the prefix, least recently checked first; a failed discovery becomes
     /// a `failed` entry of its own (the listed targets still run).
     async fn all_targets(&self) -> (Vec<SecretId>, Vec<SecretId>, Option<TargetResult>) {
-        let list = crate::fleet::list_targets(&self.defaults, self.store.as_ref(), (self.clock)()).await;
+        let list = crate::core::fleet::list_targets(&self.defaults, self.store.as_ref(), (self.clock)()).await;
         if list.discovered > 0 {
             info!(discovered = list.discovered, targets = list.targets.len(), "targets found under the name prefix");
         }
@@ -177,7 +176,7 @@ impl Relay {
     }
 
     /// Above the threshold, a sync of every target sends one queue message
-    /// per target instead of processing them here (see `crate::fleet`).
+    /// per target instead of processing them here (see `crate::core::fleet`).
     async fn fan_out(&self, req: &RunRequest, targets: &[SecretId]) -> Option<RunReport> {
         let queue = self.queue.as_ref()?;
         let queue_url = &self.defaults.fleet.queue.as_ref()?.url;
@@ -188,7 +187,7 @@ impl Relay {
         if !eligible || targets.len() <= self.defaults.fleet.fanout_threshold {
             return None;
         }
-        let (summary, failed) = crate::fleet::enqueue(queue.as_ref(), queue_url, targets, (self.clock)()).await;
+        let (summary, failed) = crate::core::fleet::enqueue(queue.as_ref(), queue_url, targets, (self.clock)()).await;
         info!(queue = %queue_url, targets = summary.targets, enqueued = summary.enqueued, "fanned out: one queue message per target");
         let results = failed
             .into_iter()
@@ -283,7 +282,15 @@ impl Relay {
                 .max()
                 .unwrap_or(30);
             let result = &mut report.results[*first];
-            let found = match crate::credential_watch::watch(credentials, app, warning_days, (self.clock)()).await {
+            let found = match crate::core::credential_watch::watch(
+                credentials,
+                app,
+                |c, raw| crate::adapters::auth::credential_expiry(c, raw).ok().flatten(),
+                warning_days,
+                (self.clock)(),
+            )
+            .await
+            {
                 Ok(found) => found,
                 Err(e) => {
                     warn!(credential = %secret_id, error = %e, "the relay's own Graph credential could not be watched for expiry");
@@ -346,7 +353,7 @@ impl Relay {
             }
         };
         let ignored: Vec<&str> =
-            crate::config::LEGACY_SETTING_TAGS.iter().copied().filter(|t| info.tags.contains_key(*t)).collect();
+            crate::core::config::LEGACY_SETTING_TAGS.iter().copied().filter(|t| info.tags.contains_key(*t)).collect();
         if !ignored.is_empty() {
             warn!(
                 secret_id = %id,

@@ -9,9 +9,9 @@ use aws_sdk_secretsmanager::types::Tag;
 use jiff::Timestamp;
 use secrecy::SecretString;
 
-use crate::alert::Alert;
-use crate::ports::{ListedSecret, Notifier, SecretInfo, SecretStore, SecretVersion, StoreError};
-use crate::types::SecretId;
+use crate::core::alert::Alert;
+use crate::core::ports::{ListedSecret, Notifier, SecretInfo, SecretStore, SecretVersion, StoreError};
+use crate::core::types::SecretId;
 
 /// Secrets Manager through the AWS SDK.
 #[derive(Clone, Debug)]
@@ -201,11 +201,11 @@ impl SqsQueue {
 }
 
 #[async_trait]
-impl crate::fleet::TargetQueue for SqsQueue {
+impl crate::core::fleet::TargetQueue for SqsQueue {
     async fn send_batch(
         &self,
         queue_url: &str,
-        entries: &[crate::fleet::QueueEntry],
+        entries: &[crate::core::fleet::QueueEntry],
     ) -> Result<Vec<(String, String)>, String> {
         use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
         let mut batch = Vec::new();

@@ -17,16 +17,18 @@
 use jiff::Timestamp;
 use secrecy::ExposeSecret;
 
-use crate::alert::{Alert, AlertKind};
-use crate::auth::credential_expiry;
-use crate::ports::{AppCredential, GraphApp, SecretStore};
-use crate::renew::due_threshold;
-use crate::secret_value::format_date;
+use crate::core::alert::{Alert, AlertKind};
+use crate::core::ports::{AppCredential, GraphApp, SecretStore};
+use crate::core::renew::due_threshold;
+use crate::core::secret_value::format_date;
 
 /// `VERSION:DAYS`: the last threshold announced for the credential secret's version.
 pub const TAG_CREDENTIAL_EXPIRY_WARNED: &str = "scim-relay:credential-expiry-warned";
 /// The UTC date of the last `expired` alert for the credential.
 pub const TAG_CREDENTIAL_EXPIRED_ALERTED: &str = "scim-relay:credential-expired-alerted";
+
+/// Reads a credential's expiry from its stored value.
+pub type ExpiryOf = fn(&AppCredential, &str) -> Option<Timestamp>;
 
 /// An alert to send, and the tag that records it on the credential secret
 /// once delivered.
@@ -39,10 +41,13 @@ pub struct CredentialAlert {
 /// Checks one credential. `Ok(None)`: nothing to announce (not due, already
 /// announced, federated, a raw client secret with no known expiry, or a value
 /// that sign-in already reports as unusable). `Err` says why the watch could
-/// not run (e.g. no permission to read the secret's tags).
+/// not run (e.g. no permission to read the secret's tags). `expiry_of` reads
+/// the expiry from the credential's stored value (the sign-in adapter knows
+/// its format; `None` when it has none or the value is unusable).
 pub async fn watch(
     store: &dyn SecretStore,
     app: &GraphApp,
+    expiry_of: ExpiryOf,
     warning_days: u32,
     now: Timestamp,
 ) -> Result<Option<CredentialAlert>, String> {
@@ -53,13 +58,13 @@ pub async fn watch(
         .await
         .map_err(|e| format!("{setting} (secret {secret_id}) could not be read: {e}"))?;
     let Some(raw) = version.value else { return Ok(None) };
-    let Ok(Some(expires)) = credential_expiry(&app.credential, raw.expose_secret()) else { return Ok(None) };
+    let Some(expires) = expiry_of(&app.credential, raw.expose_secret()) else { return Ok(None) };
     let info = store.describe(secret_id).await.map_err(|e| {
         format!("{setting} (secret {secret_id}): its tags could not be read (secretsmanager:DescribeSecret): {e}")
     })?;
     // The records are sealed with the credential itself: a principal that
     // may tag the secret but not read it cannot silence these alerts.
-    let seal = crate::seal::Seal::new(raw.expose_secret(), &info.name);
+    let seal = crate::core::seal::Seal::new(raw.expose_secret(), &info.name);
     drop(raw);
     let recorded = |tag: &str| info.tags.get(tag).and_then(|v| seal.open(tag, v));
     let days_left = (expires.as_second() - now.as_second()).div_euclid(86_400);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use crate::types::{AllowedTenantUrl, SecretId, Token};
+use crate::core::types::{AllowedTenantUrl, SecretId, Token};
 
 // ----------------------------------------------------------------- store --
 
@@ -160,7 +160,7 @@ pub struct GraphApp {
     pub credential: AppCredential,
 }
 
-/// How the relay's Graph app signs in (`ENTRA_AUTH`); see `crate::auth`.
+/// How the relay's Graph app signs in (`ENTRA_AUTH`); see `crate::adapters::auth`.
 /// Holds only names, never secret material.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum AppCredential {
@@ -348,7 +348,7 @@ pub trait Entra: Send + Sync {
 /// Publishes alerts (SNS in production).
 #[async_trait]
 pub trait Notifier: Send + Sync {
-    async fn publish(&self, alert: &crate::alert::Alert) -> Result<(), String>;
+    async fn publish(&self, alert: &crate::core::alert::Alert) -> Result<(), String>;
 }
 
 #[cfg(test)]

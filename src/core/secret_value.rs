@@ -5,7 +5,7 @@ use base64::Engine;
 use jiff::{civil::Date, tz::TimeZone, Timestamp, ToSpan};
 use serde_json::{Map, Value};
 
-use crate::types::{list_some, printable, TenantUrl, Token, TokenError};
+use crate::core::types::{list_some, printable, TenantUrl, Token, TokenError};
 
 /// A parsed secret version value.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ pub enum SecretValueError {
     #[error("the secret version holds binary data; store the token as a string")]
     Binary,
     #[error("`tenant_url`: {0}")]
-    TenantUrlNotAllowed(crate::types::NotAllowed),
+    TenantUrlNotAllowed(crate::core::types::NotAllowed),
 }
 
 impl SecretValue {
@@ -228,7 +228,7 @@ mod tests {
         .unwrap();
         let e = v.expiry(None, now());
         assert_eq!((format_time(e.at).as_str(), e.source), ("2027-11-20T00:00:00Z", ExpirySource::Explicit));
-        assert_eq!(v.tenant_url.unwrap().as_str(), crate::types::ASM_TENANT_URL);
+        assert_eq!(v.tenant_url.unwrap().as_str(), crate::core::types::ASM_TENANT_URL);
         assert_eq!(e.days_left(now()), 361);
     }
 

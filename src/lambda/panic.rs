@@ -32,7 +32,7 @@ mod tests {
         assert_eq!(seen.len(), 2);
         for s in seen.iter() {
             assert!(!s.contains("CANARY"), "{s}");
-            assert!(s.contains("src/panic.rs"), "{s}");
+            assert!(s.contains("src/lambda/panic.rs"), "{s}");
         }
     }
 
@@ -40,16 +40,16 @@ mod tests {
     #[test]
     fn debug_redacts_every_secret_holder() {
         let canary = "CANARY-debug-token";
-        let token = crate::types::Token::parse(canary).unwrap();
-        let value = crate::secret_value::SecretValue::parse(&format!(r#"{{"token":"{canary}"}}"#)).unwrap();
-        let creds = crate::ports::Credentials {
-            base_address: crate::types::TenantUrlAllowList::default()
-                .check(&crate::types::TenantUrl::parse(crate::types::ABM_TENANT_URL).unwrap())
+        let token = crate::core::types::Token::parse(canary).unwrap();
+        let value = crate::core::secret_value::SecretValue::parse(&format!(r#"{{"token":"{canary}"}}"#)).unwrap();
+        let creds = crate::core::ports::Credentials {
+            base_address: crate::core::types::TenantUrlAllowList::default()
+                .check(&crate::core::types::TenantUrl::parse(crate::core::types::ABM_TENANT_URL).unwrap())
                 .unwrap(),
             secret_token: token.clone(),
             settings: Default::default(),
         };
-        let version = crate::ports::SecretVersion {
+        let version = crate::core::ports::SecretVersion {
             version_id: "v1".into(),
             value: Some(secrecy::SecretString::from(canary.to_owned())),
             created: None,
