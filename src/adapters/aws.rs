@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 
 use crate::core::alert::Alert;
-use crate::core::ports::{ListedSecret, Notifier, SecretInfo, SecretStore, SecretVersion, StoreError};
+use crate::core::ports::{ListedSecret, Notifier, PublishError, SecretInfo, SecretStore, SecretVersion, StoreError};
 use crate::core::types::SecretId;
 
 /// Secrets Manager through the AWS SDK.
@@ -165,12 +165,12 @@ impl SnsNotifier {
 
 #[async_trait]
 impl Notifier for SnsNotifier {
-    async fn publish(&self, alert: &Alert) -> Result<(), String> {
+    async fn publish(&self, alert: &Alert) -> Result<(), PublishError> {
         let kind = aws_sdk_sns::types::MessageAttributeValue::builder()
             .data_type("String")
             .string_value(alert.kind.as_str())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PublishError::Message(e.to_string()))?;
         self.client
             .publish()
             .topic_arn(&self.topic_arn)
@@ -181,8 +181,8 @@ impl Notifier for SnsNotifier {
             .await
             .map_err(|e| {
                 let code = aws_sdk_sns::error::ProvideErrorMetadata::code(&e).unwrap_or("error").to_owned();
-                let msg = aws_sdk_sns::error::ProvideErrorMetadata::message(&e).unwrap_or_default().to_owned();
-                format!("SNS Publish to {} failed: {code} {msg}", self.topic_arn)
+                let message = aws_sdk_sns::error::ProvideErrorMetadata::message(&e).unwrap_or_default().to_owned();
+                PublishError::Refused { topic: self.topic_arn.clone(), code, message }
             })?;
         Ok(())
     }
@@ -206,7 +206,8 @@ impl crate::core::fleet::TargetQueue for SqsQueue {
         &self,
         queue_url: &str,
         entries: &[crate::core::fleet::QueueEntry],
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, crate::core::fleet::QueueError> {
+        use crate::core::fleet::QueueError;
         use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
         let mut batch = Vec::new();
         for e in entries {
@@ -217,7 +218,7 @@ impl crate::core::fleet::TargetQueue for SqsQueue {
                     .message_group_id(&e.group_id)
                     .message_deduplication_id(&e.dedup_id)
                     .build()
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| QueueError::Message(e.to_string()))?,
             );
         }
         let out = self.client.send_message_batch().queue_url(queue_url).set_entries(Some(batch)).send().await.map_err(
@@ -226,7 +227,7 @@ impl crate::core::fleet::TargetQueue for SqsQueue {
                 let msg = aws_sdk_sqs::error::ProvideErrorMetadata::message(&e).unwrap_or_default().to_owned();
                 let hint =
                     if code.contains("AccessDenied") { "; the role needs sqs:SendMessage on the queue" } else { "" };
-                format!("SQS SendMessageBatch to {queue_url} failed: {code} {msg}{hint}")
+                QueueError::Refused { queue_url: queue_url.to_owned(), code, message: format!("{msg}{hint}") }
             },
         )?;
         Ok(out

@@ -77,6 +77,11 @@ pub struct GraphShared {
     token_fetches: AtomicU64,
 }
 
+/// The HTTP client could not be built (no TLS roots, say).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("could not build the HTTP client: {0}")]
+pub struct HttpClientError(String);
+
 impl GraphShared {
     pub fn new(
         graph: Endpoint,
@@ -84,14 +89,14 @@ impl GraphShared {
         secrets: Arc<dyn SecretStore>,
         retry: RetryPolicy,
         max_in_flight: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HttpClientError> {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT.min(retry.request_timeout))
             .timeout(retry.request_timeout)
             .user_agent(concat!("scim-relay/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| format!("could not build the HTTP client: {e}"))?;
+            .map_err(|e| HttpClientError(e.to_string()))?;
         Ok(Self {
             http,
             graph,

@@ -251,11 +251,22 @@ pub struct QueueEntry {
     pub secret_id: SecretId,
 }
 
+/// A whole batch could not be sent (each message is then a failed target).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// The batch could not be built.
+    #[error("{0}")]
+    Message(String),
+    /// The service refused or could not be reached.
+    #[error("SQS SendMessageBatch to {queue_url} failed: {code} {message}")]
+    Refused { queue_url: String, code: String, message: String },
+}
+
 /// Sends fan-out messages (SQS in production).
 #[async_trait]
 pub trait TargetQueue: Send + Sync {
     /// Sends up to 10 entries; returns the entry IDs that failed, with why.
-    async fn send_batch(&self, queue_url: &str, entries: &[QueueEntry]) -> Result<Vec<(String, String)>, String>;
+    async fn send_batch(&self, queue_url: &str, entries: &[QueueEntry]) -> Result<Vec<(String, String)>, QueueError>;
 }
 
 /// The message body: what an on-demand sync of one target would be.
@@ -323,7 +334,7 @@ pub async fn enqueue(
                     }
                 }
             }
-            Err(why) => failed.extend(chunk.iter().map(|e| (e.secret_id.clone(), why.clone()))),
+            Err(why) => failed.extend(chunk.iter().map(|e| (e.secret_id.clone(), why.to_string()))),
         }
     }
     let summary = FanOut {

@@ -348,7 +348,18 @@ pub trait Entra: Send + Sync {
 /// Publishes alerts (SNS in production).
 #[async_trait]
 pub trait Notifier: Send + Sync {
-    async fn publish(&self, alert: &crate::core::alert::Alert) -> Result<(), String>;
+    async fn publish(&self, alert: &crate::core::alert::Alert) -> Result<(), PublishError>;
+}
+
+/// An alert could not be published; the text says where and why (never the alert's body).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The message could not be built.
+    #[error("{0}")]
+    Message(String),
+    /// The service refused or could not be reached: the topic, the code, the message.
+    #[error("SNS Publish to {topic} failed: {code} {message}")]
+    Refused { topic: String, code: String, message: String },
 }
 
 #[cfg(test)]

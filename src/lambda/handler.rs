@@ -1,13 +1,92 @@
 //! The Lambda event layer: decode an event into a request, refuse anything
-//! else with a clear error. Our own types, not aws_lambda_events: those are
-//! non-exhaustive and the schedule/CloudTrail shapes vary.
+//! else with a clear error, and run it ([`invoke`]). Our own types, not
+//! aws_lambda_events: those are non-exhaustive and the schedule/CloudTrail
+//! shapes vary.
 
-use serde_json::{Map, Value};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tracing::{error, info, warn};
 
 use crate::core::config::Defaults;
 use crate::core::renew::{Action, Options};
 use crate::core::types::{list_some, printable};
-use crate::lambda::relay::{RunRequest, Targets};
+use crate::lambda::invocation_error::InvocationError;
+use crate::lambda::relay::{Relay, RunRequest, Targets};
+
+/// One invocation: decodes `payload`, runs it on `relay` within `time_left`,
+/// prints the EMF metrics on stdout, and returns the result or the error
+/// Lambda reports (`errorType`, `errorMessage`).
+pub async fn invoke(relay: &Relay, payload: &Value, time_left: Duration) -> Result<Value, InvocationError> {
+    let decoded = decode(payload, &relay.defaults).map_err(|e| {
+        error!(error = %e, "invocation refused");
+        InvocationError::from(e)
+    })?;
+    let deadline = tokio::time::Instant::now() + time_left;
+    let req = match decoded {
+        Decoded::Run(req) => req,
+        Decoded::Queue(batch) => {
+            // Fan-out messages: failures are reported per message (SQS
+            // delivers those again), never as an invocation error.
+            info!(messages = batch.messages.len(), "fan-out messages received");
+            let retries_before = relay.graph().retries();
+            let outcome = crate::lambda::queue::run_queue_batch(relay, &batch, Some(deadline)).await;
+            print_metrics(&outcome.report, relay.graph().retries().saturating_sub(retries_before));
+            if let Some(summary) = outcome.report.error_summary() {
+                warn!(failed_messages = outcome.failed_messages.len(), summary = %summary, "fan-out messages failed; SQS delivers them again");
+            }
+            return Ok(crate::lambda::queue::batch_response(&outcome.failed_messages));
+        }
+        Decoded::Ignore(why) => {
+            info!(reason = %why, "event needs no action");
+            return Ok(json!({"results": [], "ignored": why}));
+        }
+    };
+    info!(
+        action = ?req.action,
+        targets = ?req.targets,
+        dry_run = req.opts.dry_run,
+        force = req.opts.force,
+        time_left_ms = time_left.as_millis() as u64,
+        "invocation started"
+    );
+    let retries_before = relay.graph().retries();
+    let report = relay.run(&req, Some(deadline)).await;
+    print_metrics(&report, relay.graph().retries().saturating_sub(retries_before));
+    let result = serde_json::to_value(&report)
+        .map_err(|e| InvocationError::Internal(format!("the result could not be serialized: {e}")))?;
+    info!(result = %result, "invocation finished");
+    match InvocationError::from_report(&report) {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
+}
+
+/// The EMF metric documents of one run, on stdout (where CloudWatch reads them).
+fn print_metrics(report: &crate::lambda::relay::RunReport, retries: u64) {
+    for line in crate::lambda::metrics::emf_lines(report, retries, now_millis() as i64) {
+        println!("{line}");
+    }
+}
+
+/// Lambda's longest timeout, assumed when the runtime sends no deadline.
+pub const MAX_LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The time left before `deadline_ms` (milliseconds since the epoch, as the
+/// Runtime API sends it); Lambda's maximum when there is none.
+pub fn time_left(deadline_ms: u64) -> Duration {
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now_millis()));
+    if left.is_zero() {
+        // Lambda always sends a future deadline; some emulators do not.
+        warn!(deadline_ms, "the runtime sent no usable deadline; assuming Lambda's maximum of 15 minutes");
+        return MAX_LAMBDA_TIMEOUT;
+    }
+    left
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 /// What an event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -131,6 +131,15 @@ impl From<crate::core::config::ConfigError> for InvocationError {
     }
 }
 
+impl From<crate::lambda::relay::BuildError> for InvocationError {
+    fn from(e: crate::lambda::relay::BuildError) -> Self {
+        match e {
+            crate::lambda::relay::BuildError::Configuration(e) => Self::from(e),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl std::fmt::Display for InvocationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.error_type(), self.message())

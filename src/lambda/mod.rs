@@ -5,6 +5,7 @@
 //! - [`queue`]: fan-out messages from SQS.
 //! - [`invocation_error`]: the errorType/errorMessage Lambda reports.
 //! - [`metrics`]: CloudWatch EMF metrics; [`panic`]: the panic hook.
+//! - [`runtime`]: the Runtime API loop `main` starts.
 
 pub mod handler;
 pub mod invocation_error;
@@ -12,3 +13,4 @@ pub mod metrics;
 pub mod panic;
 pub mod queue;
 pub mod relay;
+pub mod runtime;

@@ -86,6 +86,16 @@ pub struct Relay {
     queue: Option<Arc<dyn crate::core::fleet::TargetQueue>>,
 }
 
+/// Why the relay could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// A function-wide setting is missing or malformed.
+    #[error("configuration error: {0}")]
+    Configuration(#[from] crate::core::config::ConfigError),
+    #[error(transparent)]
+    HttpClient(#[from] crate::adapters::graph::HttpClientError),
+}
+
 impl Relay {
     pub fn new(
         defaults: Defaults,
@@ -93,7 +103,7 @@ impl Relay {
         notifier: Option<Arc<dyn Notifier>>,
         retry: RetryPolicy,
         clock: Clock,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BuildError> {
         let graph = GraphShared::new(
             defaults.graph_endpoint.clone(),
             defaults.login_endpoint.clone(),
@@ -106,13 +116,13 @@ impl Relay {
 
     /// Builds the relay from the process environment and the AWS SDK's own
     /// configuration chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials).
-    pub async fn from_env() -> Result<Self, String> {
-        let defaults = Defaults::from_process_env().map_err(|e| format!("configuration error: {e}"))?;
+    pub async fn from_env() -> Result<Self, BuildError> {
+        let defaults = Defaults::from_process_env()?;
         Self::from_defaults(defaults).await
     }
 
     /// Builds the relay for validated `defaults` with the real adapters.
-    pub async fn from_defaults(defaults: Defaults) -> Result<Self, String> {
+    pub async fn from_defaults(defaults: Defaults) -> Result<Self, BuildError> {
         // Every AWS call is bounded: a hung connection must not eat the
         // invocation. The SDK's standard retry mode retries throttling, 5xx
         // and transient network errors (3 attempts).
