@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::core::ports::{AppCredential, GraphApp, ProvisioningSettings};
+use crate::core::types::Invalid;
 use crate::core::types::{
     printable, AllowedTenantUrl, Endpoint, SecretId, TenantUrl, TenantUrlAllowList, ABM_TENANT_URL, GRAPH_HOSTS,
     LOGIN_HOSTS,
@@ -175,12 +176,12 @@ pub enum LiveCheck {
 }
 
 impl LiveCheck {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         match raw.trim().to_ascii_lowercase().as_str() {
             "" | "every-run" => Ok(Self::EveryRun),
             "daily" => Ok(Self::Daily),
             "off" => Ok(Self::Off),
-            _ => Err(format!("`{}` is not every-run, daily or off", printable(raw))),
+            _ => Err(format!("`{}` is not every-run, daily or off", printable(raw)).into()),
         }
     }
 }
@@ -351,7 +352,7 @@ impl Defaults {
     fn resolve_fields(
         &self,
         own: &BTreeMap<String, String>,
-    ) -> Vec<(&'static str, Option<String>, fn(&str) -> Result<(), String>)> {
+    ) -> Vec<(&'static str, Option<String>, fn(&str) -> Result<(), Invalid>)> {
         let pick = |setting: &str, env: &Option<String>| {
             own.get(setting).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).or_else(|| env.clone())
         };
@@ -386,9 +387,13 @@ impl Defaults {
     pub fn for_target(&self, secret_id: &SecretId) -> Result<TargetConfig, ConfigError> {
         let empty = BTreeMap::new();
         let own = self.own_settings(secret_id).unwrap_or(&empty);
-        let err = |setting: &str, reason: String| {
+        let err = |setting: &str, reason: Invalid| {
             let where_ = if own.contains_key(setting) { format!(" ({ENV_TARGET_SETTINGS})") } else { String::new() };
-            ConfigError { setting: format!("{setting}{where_}"), target: format!(" for target {secret_id}"), reason }
+            ConfigError {
+                setting: format!("{setting}{where_}"),
+                target: format!(" for target {secret_id}"),
+                reason: reason.into(),
+            }
         };
         let mut values: HashMap<&str, Option<String>> = HashMap::new();
         for (setting, value, check) in self.resolve_fields(own) {
@@ -410,7 +415,7 @@ impl Defaults {
             values
                 .remove(setting)
                 .flatten()
-                .ok_or_else(|| err(setting, format!("is required when ENTRA_AUTH is {method}")))
+                .ok_or_else(|| err(setting, format!("is required when ENTRA_AUTH is {method}").into()))
         };
         let credential = match method {
             AuthMethod::Secret => AppCredential::Secret {
@@ -434,7 +439,8 @@ impl Defaults {
         let job_id = values.remove(ENV_JOB_ID).flatten();
         let tenant_url = values.remove(ENV_TENANT_URL).flatten().unwrap_or_else(|| ABM_TENANT_URL.to_owned());
         let tenant_url = TenantUrl::parse(&tenant_url).map_err(|e| err(ENV_TENANT_URL, e))?;
-        let tenant_url = self.allowed_tenant_urls.check(&tenant_url).map_err(|e| err(ENV_TENANT_URL, e.to_string()))?;
+        let tenant_url =
+            self.allowed_tenant_urls.check(&tenant_url).map_err(|e| err(ENV_TENANT_URL, e.to_string().into()))?;
         let warning_days = match values.remove(ENV_WARNING_DAYS).flatten() {
             Some(v) => parse_warning_days(&v).map_err(|e| err(ENV_WARNING_DAYS, e))?,
             None => 30,
@@ -536,70 +542,71 @@ pub enum AuthMethod {
     Federated,
 }
 
-pub fn parse_auth(v: &str) -> Result<AuthMethod, String> {
+pub fn parse_auth(v: &str) -> Result<AuthMethod, Invalid> {
     match v.trim().to_ascii_lowercase().as_str() {
         "secret" => Ok(AuthMethod::Secret),
         "certificate" => Ok(AuthMethod::Certificate),
         "federated" => Ok(AuthMethod::Federated),
-        _ => Err(format!("`{}` is not one of secret, certificate, federated", printable(v))),
+        _ => Err(format!("`{}` is not one of secret, certificate, federated", printable(v)).into()),
     }
 }
 
 /// STS takes an audience of 1 to 1000 characters; Entra compares it exactly.
-fn check_audience(v: &str) -> Result<(), String> {
+fn check_audience(v: &str) -> Result<(), Invalid> {
     if v.len() <= 1000 && v.chars().all(|c| c.is_ascii_graphic()) {
         Ok(())
     } else {
-        Err(format!("`{}` is not an audience (up to 1000 printable ASCII characters, no spaces)", printable(v)))
+        Err(format!("`{}` is not an audience (up to 1000 printable ASCII characters, no spaces)", printable(v)).into())
     }
 }
 
-fn check_guid(v: &str) -> Result<(), String> {
+fn check_guid(v: &str) -> Result<(), Invalid> {
     let groups: Vec<&str> = v.split('-').collect();
     let ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
         && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
     if ok {
         Ok(())
     } else {
-        Err(format!("`{}` is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", printable(v)))
+        Err(format!("`{}` is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", printable(v)).into())
     }
 }
 
-fn check_tenant_id(v: &str) -> Result<(), String> {
+fn check_tenant_id(v: &str) -> Result<(), Invalid> {
     let domain = v.contains('.')
         && v.len() <= 253
         && v.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     if domain || check_guid(v).is_ok() {
         Ok(())
     } else {
-        Err(format!("`{}` is neither a tenant GUID nor a domain like contoso.onmicrosoft.com", printable(v)))
+        Err(format!("`{}` is neither a tenant GUID nor a domain like contoso.onmicrosoft.com", printable(v)).into())
     }
 }
 
-fn check_job_id(v: &str) -> Result<(), String> {
+fn check_job_id(v: &str) -> Result<(), Invalid> {
     if v.len() <= 256 && v.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c)) {
         Ok(())
     } else {
-        Err(format!("`{}` is not a provisioning job ID (letters, digits, `.`, `-`, `_`)", printable(v)))
+        Err(format!("`{}` is not a provisioning job ID (letters, digits, `.`, `-`, `_`)", printable(v)).into())
     }
 }
 
-fn parse_warning_days(v: &str) -> Result<u32, String> {
+fn parse_warning_days(v: &str) -> Result<u32, Invalid> {
     match v.parse::<u32>() {
         Ok(n) if (1..=365).contains(&n) => Ok(n),
-        _ => Err(format!("`{}` is not a whole number of days from 1 to 365", printable(v))),
+        _ => Err(format!("`{}` is not a whole number of days from 1 to 365", printable(v)).into()),
     }
 }
 
 /// `ENTRA_SYNC_ALL`: exactly `true` or `false` (Entra's `SyncAll` value).
-fn parse_sync_all(v: &str) -> Result<bool, String> {
+fn parse_sync_all(v: &str) -> Result<bool, Invalid> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(format!(
             "`{}` is not true (sync all users and groups) or false (sync only assigned users and groups)",
             printable(v)
-        )),
+        )
+        .into()),
     }
 }
 
@@ -613,16 +620,18 @@ const SYNC_NOTIFICATION_KEYS: &[(&str, &str)] = &[
 
 /// `ENTRA_SYNC_NOTIFICATION_SETTINGS`: a JSON object with Entra's keys and
 /// types. Returned as compact JSON text (the PUT sends it as a string).
-fn parse_sync_notification_settings(raw: &str) -> Result<String, String> {
+fn parse_sync_notification_settings(raw: &str) -> Result<String, Invalid> {
     const EXAMPLE: &str =
         r#"{"Enabled":true,"Recipients":"it@school.example","DeleteThresholdEnabled":true,"DeleteThresholdValue":500}"#;
     let value: serde_json::Value = serde_json::from_str(raw.trim())
         .map_err(|e| format!("is not JSON ({e}); expected an object such as {EXAMPLE}"))?;
     let Some(object) = value.as_object() else {
-        return Err(format!("is not a JSON object; expected one such as {EXAMPLE}"));
+        return Err(format!("is not a JSON object; expected one such as {EXAMPLE}").into());
     };
     if object.is_empty() {
-        return Err(format!("is an empty object; leave the setting empty to send nothing, or give e.g. {EXAMPLE}"));
+        return Err(
+            format!("is an empty object; leave the setting empty to send nothing, or give e.g. {EXAMPLE}").into()
+        );
     }
     let known: Vec<&str> = SYNC_NOTIFICATION_KEYS.iter().map(|(k, _)| *k).collect();
     let unknown: Vec<String> =
@@ -632,7 +641,8 @@ fn parse_sync_notification_settings(raw: &str) -> Result<String, String> {
             "has unknown key(s) {}; the keys are {} (PascalCase)",
             crate::core::types::list_some(&unknown),
             known.join(", ")
-        ));
+        )
+        .into());
     }
     for (key, kind) in SYNC_NOTIFICATION_KEYS {
         let Some(v) = object.get(*key) else { continue };
@@ -642,7 +652,7 @@ fn parse_sync_notification_settings(raw: &str) -> Result<String, String> {
             _ => v.is_boolean(),
         };
         if !ok {
-            return Err(format!("`{key}` must be {kind}, got `{}`", printable(&v.to_string())));
+            return Err(format!("`{key}` must be {kind}, got `{}`", printable(&v.to_string())).into());
         }
     }
     Ok(value.to_string())

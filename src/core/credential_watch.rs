@@ -18,14 +18,24 @@ use jiff::Timestamp;
 use secrecy::ExposeSecret;
 
 use crate::core::alert::{Alert, AlertKind};
-use crate::core::ports::{AppCredential, GraphApp, SecretStore};
+use crate::core::ports::{AppCredential, GraphApp, SecretStore, StoreError};
 use crate::core::renew::due_threshold;
 use crate::core::secret_value::format_date;
+use crate::core::types::SecretId;
 
 /// `VERSION:DAYS`: the last threshold announced for the credential secret's version.
 pub const TAG_CREDENTIAL_EXPIRY_WARNED: &str = "scim-relay:credential-expiry-warned";
 /// The UTC date of the last `expired` alert for the credential.
 pub const TAG_CREDENTIAL_EXPIRED_ALERTED: &str = "scim-relay:credential-expired-alerted";
+
+/// Why the credential watch could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    #[error("{setting} (secret {secret_id}) could not be read: {source}")]
+    Read { setting: &'static str, secret_id: SecretId, source: StoreError },
+    #[error("{setting} (secret {secret_id}): its tags could not be read (secretsmanager:DescribeSecret): {source}")]
+    Tags { setting: &'static str, secret_id: SecretId, source: StoreError },
+}
 
 /// Reads a credential's expiry from its stored value.
 pub type ExpiryOf = fn(&AppCredential, &str) -> Option<Timestamp>;
@@ -50,17 +60,20 @@ pub async fn watch(
     expiry_of: ExpiryOf,
     warning_days: u32,
     now: Timestamp,
-) -> Result<Option<CredentialAlert>, String> {
+) -> Result<Option<CredentialAlert>, WatchError> {
     let Some(secret_id) = app.credential.secret_id() else { return Ok(None) };
     let setting = app.credential.setting();
-    let version = store
-        .get_version(secret_id, None)
-        .await
-        .map_err(|e| format!("{setting} (secret {secret_id}) could not be read: {e}"))?;
+    let version = store.get_version(secret_id, None).await.map_err(|source| WatchError::Read {
+        setting,
+        secret_id: secret_id.clone(),
+        source,
+    })?;
     let Some(raw) = version.value else { return Ok(None) };
     let Some(expires) = expiry_of(&app.credential, raw.expose_secret()) else { return Ok(None) };
-    let info = store.describe(secret_id).await.map_err(|e| {
-        format!("{setting} (secret {secret_id}): its tags could not be read (secretsmanager:DescribeSecret): {e}")
+    let info = store.describe(secret_id).await.map_err(|source| WatchError::Tags {
+        setting,
+        secret_id: secret_id.clone(),
+        source,
     })?;
     // The records are sealed with the credential itself: a principal that
     // may tag the secret but not read it cannot silence these alerts.

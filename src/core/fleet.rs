@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::core::config::{ConfigError, Defaults, ENV_FANOUT_THRESHOLD, ENV_QUEUE_URL, ENV_SECRET_PREFIX};
 use crate::core::ports::{SecretStore, StoreError};
 use crate::core::renew::TAG_CHECKED_AT;
+use crate::core::types::Invalid;
 use crate::core::types::{printable, SecretId};
 
 /// Targets per run below which a sync of all is processed in the invocation
@@ -60,12 +61,12 @@ pub struct QueueRef {
 impl QueueRef {
     /// `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME.fifo` (any host: the
     /// SDK sends to its own endpoint; tests use a local one).
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, Invalid> {
         let bad = || {
-            format!(
+            Invalid::from(format!(
                 "`{}` is not an SQS FIFO queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME.fifo)",
                 printable(url)
-            )
+            ))
         };
         let parsed = url::Url::parse(url).map_err(|_| bad())?;
         if !matches!(parsed.scheme(), "https" | "http") || parsed.query().is_some() {
@@ -119,9 +120,9 @@ impl FleetSettings {
 /// A name prefix: secret-name characters only (ListSecrets' name filter
 /// matches it case-sensitively at the start of the name; IAM grants
 /// `secret:PREFIX*`).
-fn check_prefix(p: &str) -> Result<String, String> {
+fn check_prefix(p: &str) -> Result<String, Invalid> {
     if p.starts_with("arn:") {
-        return Err(format!("`{}` is an ARN; give a name prefix such as scim-relay/", printable(p)));
+        return Err(format!("`{}` is an ARN; give a name prefix such as scim-relay/", printable(p)).into());
     }
     if p.len() > 256 {
         return Err("is longer than 256 characters".into());
@@ -130,7 +131,7 @@ fn check_prefix(p: &str) -> Result<String, String> {
         return Err(format!(
             "`{}` has the character {c:?}; a name prefix may use letters, digits and /_+=.@- (no wildcards: every name starting with it matches)",
             printable(p)
-        ));
+        ).into());
     }
     Ok(p.to_owned())
 }

@@ -74,7 +74,7 @@ pub enum SecretValueError {
     #[error("`expires_at` `{0}` is neither a date (2027-11-20) nor an RFC 3339 time (2027-11-20T00:00:00Z)")]
     BadExpiresAt(String),
     #[error("`tenant_url`: {0}")]
-    BadTenantUrl(String),
+    BadTenantUrl(crate::core::types::Invalid),
     #[error("the token expired on {0}; generate a new one in Apple Business/School Manager")]
     Expired(String),
     #[error("the secret version holds binary data; store the token as a string")]

@@ -4,12 +4,43 @@ use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
 
+/// Why a value was refused: a sentence for the admin that names what is
+/// wrong (never quoting a secret). The setting or input it belongs to is
+/// named by whoever wraps it (e.g. `ConfigError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(String);
+
+impl Invalid {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(why: String) -> Self {
+        Self(why)
+    }
+}
+
+impl From<Invalid> for String {
+    fn from(why: Invalid) -> Self {
+        why.0
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(why: &str) -> Self {
+        Self(why.to_owned())
+    }
+}
+
 /// A Secrets Manager secret name or ARN.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SecretId(String);
 
 impl SecretId {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let s = raw.trim();
         if s.is_empty() {
             return Err("is empty".into());
@@ -23,7 +54,8 @@ impl SecretId {
                 return Err(format!(
                     "`{}` is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)",
                     printable(s)
-                ));
+                )
+                .into());
             }
             return Ok(Self(s.to_owned()));
         }
@@ -31,7 +63,8 @@ impl SecretId {
             return Err(format!(
                 "`{}` has the character {c:?}; secret names may use letters, digits and /_+=.@-",
                 printable(s)
-            ));
+            )
+            .into());
         }
         Ok(Self(s.to_owned()))
     }
@@ -124,32 +157,33 @@ pub const ABM_TENANT_URL: &str = "https://federation.apple.com/feeds/business/sc
 pub const ASM_TENANT_URL: &str = "https://federation.apple.com/feeds/school/scim";
 
 impl TenantUrl {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let s = raw.trim();
         if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(format!("`{}` has a space or control character inside", printable(s)));
+            return Err(format!("`{}` has a space or control character inside", printable(s)).into());
         }
         let url = url::Url::parse(s).map_err(|e| format!("`{}` is not a URL ({e})", printable(s)))?;
         if url.scheme() != "https" {
-            return Err(format!("`{}` must start with https://", printable(s)));
+            return Err(format!("`{}` must start with https://", printable(s)).into());
         }
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
                 "`{}` must be a plain base address (no user, password, query or fragment)",
                 printable(s)
-            ));
+            )
+            .into());
         }
         let host = match url.host() {
             Some(url::Host::Domain(d)) => {
                 let d = d.strip_suffix('.').unwrap_or(d);
                 if d.is_empty() || d.contains("..") {
-                    return Err(format!("`{}` has no valid host", printable(s)));
+                    return Err(format!("`{}` has no valid host", printable(s)).into());
                 }
                 d.to_ascii_lowercase()
             }
             Some(url::Host::Ipv4(ip)) => ip.to_string(),
             Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
-            None => return Err(format!("`{}` has no host", printable(s))),
+            None => return Err(format!("`{}` has no host", printable(s)).into()),
         };
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         let path = canonical_path(url.path());
@@ -232,7 +266,7 @@ impl TenantUrlAllowList {
     }
 
     /// The deployer's comma-separated list, each entry a full https address.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let mut extra = Vec::new();
         for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             extra.push(TenantUrl::parse(part).map_err(|e| format!("entry {e}"))?);
@@ -303,7 +337,7 @@ pub struct Endpoint(url::Url);
 
 impl Endpoint {
     /// `hosts`: the Microsoft hosts allowed for this endpoint.
-    pub fn parse(raw: &str, hosts: &[&str]) -> Result<Self, String> {
+    pub fn parse(raw: &str, hosts: &[&str]) -> Result<Self, Invalid> {
         let s = raw.trim();
         let url = url::Url::parse(s).map_err(|e| format!("`{}` is not a URL ({e})", printable(s)))?;
         let loopback = match url.host() {
@@ -318,11 +352,11 @@ impl Endpoint {
             || !url.username().is_empty()
             || url.password().is_some()
         {
-            return Err(format!("`{}` must be a plain https://host address", printable(s)));
+            return Err(format!("`{}` must be a plain https://host address", printable(s)).into());
         }
         if loopback {
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("`{}` must be an http(s) URL", printable(s)));
+                return Err(format!("`{}` must be an http(s) URL", printable(s)).into());
             }
             return Ok(Self(url));
         }
@@ -336,7 +370,8 @@ impl Endpoint {
                 "`{}` is not allowed: use https:// with one of Microsoft's hosts ({}), or a loopback address for tests",
                 printable(s),
                 hosts.join(", ")
-            ));
+            )
+            .into());
         }
         Ok(Self(url))
     }
@@ -492,7 +527,7 @@ mod tests {
             "https://169.254.169.254",
         ] {
             let e = Endpoint::parse(bad, GRAPH_HOSTS).unwrap_err();
-            assert!(e.contains(&printable(bad)) || e.contains("plain"), "{bad}: {e}");
+            assert!(e.as_str().contains(&printable(bad)) || e.as_str().contains("plain"), "{bad}: {e}");
         }
     }
 

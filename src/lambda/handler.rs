@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::core::config::Defaults;
 use crate::core::renew::{Action, Options};
+use crate::core::types::Invalid;
 use crate::core::types::{list_some, printable};
 use crate::lambda::invocation_error::InvocationError;
 use crate::lambda::relay::{Relay, RunRequest, Targets};
@@ -110,7 +111,7 @@ pub struct QueueBatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMessage {
     pub message_id: String,
-    pub target: Result<crate::core::types::SecretId, String>,
+    pub target: Result<crate::core::types::SecretId, Invalid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -254,7 +255,7 @@ fn decode_sqs(obj: &Map<String, Value>, defaults: &Defaults) -> Result<Decoded, 
 
 /// One fan-out message body: `{"action":"sync","secret_id":...}`, checked
 /// like an on-demand payload (the secret must be a target).
-fn queue_body(body: Option<&str>, defaults: &Defaults) -> Result<crate::core::types::SecretId, String> {
+fn queue_body(body: Option<&str>, defaults: &Defaults) -> Result<crate::core::types::SecretId, Invalid> {
     let body = body.ok_or("the message has no body")?;
     let value: Value = serde_json::from_str(body).map_err(|_| "the message body is not JSON".to_owned())?;
     let Value::Object(o) = &value else { return Err("the message body is not a JSON object".into()) };

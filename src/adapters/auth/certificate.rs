@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::core::types::Invalid;
+
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::{digest, signature};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -44,7 +46,7 @@ impl fmt::Debug for StoredCertificate {
 impl StoredCertificate {
     /// Parses `{"private_key": "<PKCS#8 PEM>", "certificate": "<PEM>"}`.
     /// Errors never quote key material.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = trim(raw);
         if !trimmed.starts_with('{') {
             return Err(
@@ -97,7 +99,7 @@ impl StoredCertificate {
     /// certificate-credentials page now documents together with `x5t#S256`;
     /// Entra also accepts RS256, but PSS is the RSA signature scheme with a
     /// security proof and the one Microsoft recommends.
-    pub fn client_assertion(&self, client_id: &str, token_url: &str, now: Timestamp) -> Result<SecretString, String> {
+    pub fn client_assertion(&self, client_id: &str, token_url: &str, now: Timestamp) -> Result<SecretString, Invalid> {
         let header = json!({"alg": "PS256", "typ": "JWT", "x5t#S256": self.thumbprint_s256});
         let iat = now.as_second();
         let claims = json!({
@@ -120,7 +122,7 @@ impl StoredCertificate {
 }
 
 /// A random version-4 UUID: the assertion's `jti`.
-fn random_uuid() -> Result<String, String> {
+fn random_uuid() -> Result<String, Invalid> {
     let mut b = [0u8; 16];
     SystemRandom::new().fill(&mut b).map_err(|_| "no randomness for the assertion's jti".to_owned())?;
     b[6] = (b[6] & 0x0f) | 0x40;

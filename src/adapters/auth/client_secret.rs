@@ -8,6 +8,7 @@ use jiff::Timestamp;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
+use crate::core::types::Invalid;
 use crate::core::types::{list_some, printable};
 
 // ------------------------------------------------------- client secret --
@@ -28,7 +29,7 @@ impl fmt::Debug for ClientSecret {
 
 impl ClientSecret {
     /// Parses a stored value. Errors never quote the secret.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = trim(raw);
         if !trimmed.starts_with('{') {
             if trimmed.is_empty() {
@@ -68,7 +69,7 @@ pub(super) fn trim(s: &str) -> &str {
 }
 
 /// A JSON object with only `allowed` keys. Errors never quote values.
-pub(super) fn json_object(text: &str, allowed: &[&str]) -> Result<Map<String, Value>, String> {
+pub(super) fn json_object(text: &str, allowed: &[&str]) -> Result<Map<String, Value>, Invalid> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         format!("the value starts with `{{` but is not valid JSON (line {}, column {})", e.line(), e.column())
     })?;
@@ -80,7 +81,9 @@ pub(super) fn json_object(text: &str, allowed: &[&str]) -> Result<Map<String, Va
         .collect();
     if !unknown.is_empty() {
         let allowed: Vec<String> = allowed.iter().map(|k| format!("`{k}`")).collect();
-        return Err(format!("unknown key(s) {}; allowed keys are {}", list_some(&unknown), allowed.join(" and ")));
+        return Err(
+            format!("unknown key(s) {}; allowed keys are {}", list_some(&unknown), allowed.join(" and ")).into()
+        );
     }
     Ok(map)
 }

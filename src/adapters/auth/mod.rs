@@ -31,6 +31,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::core::ports::{AppCredential, EntraError, GraphApp, SecretStore};
 use crate::core::secret_value::format_date;
+use crate::core::types::Invalid;
 use crate::core::types::SecretId;
 
 /// `client_assertion_type` for a JWT client assertion (RFC 7523).
@@ -123,8 +124,9 @@ pub async fn client_auth(
         }
         AppCredential::Certificate { secret_id } => {
             let raw = read_credential(secrets, secret_id, "ENTRA_CERTIFICATE_SECRET_ID").await?;
-            let fail =
-                |e: String| EntraError::AppCredential(format!("ENTRA_CERTIFICATE_SECRET_ID (secret {secret_id}): {e}"));
+            let fail = |e: Invalid| {
+                EntraError::AppCredential(format!("ENTRA_CERTIFICATE_SECRET_ID (secret {secret_id}): {e}"))
+            };
             let cert = StoredCertificate::parse(raw.expose_secret()).map_err(fail)?;
             // The assertion's times are checked against Entra's clock: they
             // come from the system clock, never from a test clock.
@@ -133,10 +135,12 @@ pub async fn client_auth(
                 return Err(fail(format!(
                     "the certificate expired on {}; create a new one, upload it to the app registration and store it with its key",
                     format_date(cert.not_after)
-                )));
+                ).into()));
             }
             if cert.not_before > now {
-                return Err(fail(format!("the certificate is not valid before {}", format_date(cert.not_before))));
+                return Err(fail(
+                    format!("the certificate is not valid before {}", format_date(cert.not_before)).into(),
+                ));
             }
             cert.client_assertion(&app.client_id, token_url, now).map(ClientAuth::Assertion).map_err(fail)
         }
@@ -178,7 +182,7 @@ async fn read_credential(
 /// value: a client secret's `expires_at` (None for a raw secret, whose
 /// expiry the relay cannot know), or the certificate's notAfter. Federated
 /// sign-in stores nothing that expires.
-pub fn credential_expiry(credential: &AppCredential, raw: &str) -> Result<Option<Timestamp>, String> {
+pub fn credential_expiry(credential: &AppCredential, raw: &str) -> Result<Option<Timestamp>, Invalid> {
     match credential {
         AppCredential::Secret { .. } => ClientSecret::parse(raw).map(|s| s.expires_at),
         AppCredential::Certificate { .. } => StoredCertificate::parse(raw).map(|c| Some(c.not_after)),
@@ -217,8 +221,8 @@ mod tests {
             (r#"{"client_secret":"  "}"#, "empty"),
         ] {
             let e = ClientSecret::parse(raw).unwrap_err();
-            assert!(e.contains(want), "{raw}: {e}");
-            assert!(!e.contains("CANARY"), "{e}");
+            assert!(e.as_str().contains(want), "{raw}: {e}");
+            assert!(!e.as_str().contains("CANARY"), "{e}");
         }
         assert_eq!(format!("{:?}", ClientSecret::parse("CANARY-x").unwrap()).matches("CANARY").count(), 0);
     }
@@ -291,13 +295,16 @@ mod tests {
             (key.clone(), "must be JSON"),
         ] {
             let e = StoredCertificate::parse(&raw).unwrap_err();
-            assert!(e.contains(want), "{want}: {e}");
-            assert!(!e.contains("CANARY") && !e.contains("-----END") && !e.contains("MII"), "{e}");
+            assert!(e.as_str().contains(want), "{want}: {e}");
+            assert!(
+                !e.as_str().contains("CANARY") && !e.as_str().contains("-----END") && !e.as_str().contains("MII"),
+                "{e}"
+            );
         }
         // A PEM certificate whose DER is garbage.
         let garbage = "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n";
         let e = StoredCertificate::parse(&json!({"private_key": key, "certificate": garbage}).to_string()).unwrap_err();
-        assert!(e.contains("X.509"), "{e}");
+        assert!(e.as_str().contains("X.509"), "{e}");
     }
 
     #[test]
