@@ -295,6 +295,37 @@ impl From<Candidate> for Live {
     }
 }
 
+/// What the steps of one apply share: the secret as described, the new
+/// version, the version applied before it (if any) and the Entra job.
+#[derive(Clone, Copy)]
+struct Apply<'c> {
+    info: &'c SecretInfo,
+    candidate: &'c Candidate,
+    applied: Option<&'c str>,
+    app: &'c GraphApp,
+    job: &'c JobRef,
+}
+
+impl Apply<'_> {
+    /// The version being applied.
+    fn version(&self) -> &str {
+        &self.candidate.version_id
+    }
+}
+
+/// The version labelled AWSCURRENT: the one to apply.
+fn current_version(info: &SecretInfo) -> Result<String, Failure> {
+    info.version_with(LABEL_CURRENT).map(str::to_owned).ok_or_else(|| Failure {
+        step: Step::ReadSecret,
+        message: "the secret has no AWSCURRENT version; store a token in it".into(),
+    })
+}
+
+/// A version neither applied nor rejected before.
+fn is_new(info: &SecretInfo, version: &str) -> bool {
+    !info.has_label(version, LABEL_APPLIED) && !info.has_label(version, LABEL_REJECTED)
+}
+
 /// Processes one target. `info` is the secret as described at the start of
 /// the run. Nothing in its tags is taken as configuration or as truth about
 /// expiry; its sealed de-duplication records are honoured only if genuine.
@@ -482,6 +513,7 @@ impl<'a> Renewal<'a> {
     }
 
     /// Sync and apply: steps 1–6 of the SPEC for AWSCURRENT when it is new.
+    /// The SPEC's apply sequence, one call per step.
     async fn sync(
         &self,
         opts: Options,
@@ -489,122 +521,161 @@ impl<'a> Renewal<'a> {
         alerts: &mut Vec<Alert>,
         partial: &mut Partial,
     ) -> Result<TargetResult, Failure> {
-        let current = info
-            .version_with(LABEL_CURRENT)
-            .ok_or_else(|| Failure {
-                step: Step::ReadSecret,
-                message: "the secret has no AWSCURRENT version; store a token in it".into(),
-            })?
-            .to_owned();
-        let applied = info.version_with(LABEL_APPLIED).map(str::to_owned);
-        let is_new = !info.has_label(&current, LABEL_APPLIED) && !info.has_label(&current, LABEL_REJECTED);
-        if !is_new && !opts.force {
+        let current = current_version(info)?;
+        if !is_new(info, &current) && !opts.force {
             return self.unchanged(info, &current, !opts.dry_run, alerts, partial).await;
         }
 
         // Step 1: parse and check locally. Nothing has been sent to Entra.
         info!(secret_id = self.id(), version_id = %current, "new token version found; checking it");
-        let candidate = match self.read_candidate(&current).await? {
-            Ok(c) => c,
-            Err(e) => {
-                let msg = format!("version {current} refused before contacting Entra: {e}");
-                return self.reject(info, &current, msg, opts, alerts).await;
-            }
+        let (candidate, creds) = match self.check_locally(&current).await? {
+            Ok(checked) => checked,
+            Err(refusal) => return self.reject(info, &current, refusal, opts, alerts).await,
         };
-        let creds = self.credentials(&candidate).at(Step::ReadSecret)?;
         let app = self.app();
         let job = self.find_job(&app).await?;
+        let ctx =
+            Apply { info, candidate: &candidate, applied: info.version_with(LABEL_APPLIED), app: &app, job: &job };
 
         // Step 2: Test Connection with the new token.
-        match self.entra.validate_credentials(&app, &job, Some(&creds)).await.at(Step::TestNewToken)? {
-            Validation::Authorized => {}
-            Validation::Refused(why) => {
-                let msg = format!("Entra refused version {current} at Test Connection: {why}");
-                return self.reject(info, &current, msg, opts, alerts).await;
-            }
+        if let Some(refusal) = self.test_new_token(&ctx, &creds).await? {
+            return self.reject(info, &current, refusal, opts, alerts).await;
         }
         if opts.dry_run {
-            let mut r = self.result_for(Outcome::WouldApply, &current, Some(&candidate.expiry));
-            r.message =
-                format!("dry run: version {current} passed Test Connection and would be applied; nothing was written");
-            return Ok(r);
+            return Ok(self.would_apply(&ctx));
         }
-
         self.reached(Step::TestNewToken);
 
         // Step 3: save it. From here on, a failure puts the previous token back.
-        info!(secret_id = self.id(), version_id = %current, "token passed Test Connection; saving it in Entra");
-        if let Err(e) = self.entra.save_credentials(&app, &job.service_principal_id, &creds).await {
-            return Err(self.restore_after(Step::SaveToken, e, &current, applied.as_deref(), &app, &job).await);
-        }
+        self.save_new_token(&ctx, &creds).await?;
         self.reached(Step::SaveToken);
 
         // Step 4: test what Entra saved; put the previous token back if it fails.
-        match self.entra.validate_credentials(&app, &job, None).await {
-            Ok(Validation::Authorized) => {}
-            Ok(Validation::Refused(why)) => {
-                return self.roll_back(info, &candidate, applied.as_deref(), &app, &job, why, alerts).await;
-            }
-            Err(e) => {
-                return Err(self
-                    .restore_after(Step::RetestSavedToken, e, &current, applied.as_deref(), &app, &job)
-                    .await)
-            }
+        if let Some(why) = self.retest_saved_token(&ctx).await? {
+            return self.roll_back(&ctx, why, alerts).await;
         }
         self.reached(Step::RetestSavedToken);
 
         // Step 5: clear a quarantine (never start a paused job).
-        let mut result = self.result_for(Outcome::Applied, &current, Some(&candidate.expiry));
-        let job_state = self.entra.get_job(&app, &job).await.at(Step::ReadJob)?;
-        result.job_status = Some(job_state.status.clone());
-        if job_state.in_quarantine() {
-            info!(secret_id = self.id(), job_id = %job.job_id, "job is in quarantine; starting it to clear the quarantine");
-            self.entra.start_job(&app, &job).await.at(Step::ClearQuarantine)?;
-            result.quarantine_cleared = true;
-            result.job_status = Some("Active".into());
-        }
+        let (result, paused) = self.clear_quarantine(&ctx).await?;
         self.reached(Step::ClearQuarantine);
 
         // Step 6: record and announce.
-        if applied.as_deref() != Some(current.as_str()) {
-            match self.store.move_label(&self.cfg.secret_id, LABEL_APPLIED, Some(&current), applied.as_deref()).await {
+        self.record_and_announce(&ctx, result, paused, alerts).await
+    }
+
+    /// Step 1: the version's value passes every local check and its tenant
+    /// URL is allowed. `Ok(Err(why))`: refused (Entra untouched).
+    async fn check_locally(&self, version: &str) -> Result<Result<(Candidate, Credentials), String>, Failure> {
+        let candidate = match self.read_candidate(version).await? {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(format!("version {version} refused before contacting Entra: {e}"))),
+        };
+        let creds = self.credentials(&candidate).at(Step::ReadSecret)?;
+        Ok(Ok((candidate, creds)))
+    }
+
+    /// Step 2: Test Connection with the new token. `Some(why)`: refused.
+    async fn test_new_token(&self, ctx: &Apply<'_>, creds: &Credentials) -> Result<Option<String>, Failure> {
+        match self.entra.validate_credentials(ctx.app, ctx.job, Some(creds)).await.at(Step::TestNewToken)? {
+            Validation::Authorized => Ok(None),
+            Validation::Refused(why) => {
+                Ok(Some(format!("Entra refused version {} at Test Connection: {why}", ctx.version())))
+            }
+        }
+    }
+
+    /// A dry run stops after Test Connection.
+    fn would_apply(&self, ctx: &Apply<'_>) -> TargetResult {
+        let version = ctx.version();
+        let mut r = self.result_for(Outcome::WouldApply, version, Some(&ctx.candidate.expiry));
+        r.message =
+            format!("dry run: version {version} passed Test Connection and would be applied; nothing was written");
+        r
+    }
+
+    /// Step 3: save the new token in Entra; on failure, put the previous one back.
+    async fn save_new_token(&self, ctx: &Apply<'_>, creds: &Credentials) -> Result<(), Failure> {
+        info!(secret_id = self.id(), version_id = %ctx.version(), "token passed Test Connection; saving it in Entra");
+        match self.entra.save_credentials(ctx.app, &ctx.job.service_principal_id, creds).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.restore_after(ctx, Step::SaveToken, e).await),
+        }
+    }
+
+    /// Step 4: Test Connection with what Entra saved. `Some(why)`: refused
+    /// (roll back); an error puts the previous token back.
+    async fn retest_saved_token(&self, ctx: &Apply<'_>) -> Result<Option<String>, Failure> {
+        match self.entra.validate_credentials(ctx.app, ctx.job, None).await {
+            Ok(Validation::Authorized) => Ok(None),
+            Ok(Validation::Refused(why)) => Ok(Some(why)),
+            Err(e) => Err(self.restore_after(ctx, Step::RetestSavedToken, e).await),
+        }
+    }
+
+    /// Step 5: start a job in quarantine (documented to clear it); a paused
+    /// job is left paused. Returns the result so far and whether it is paused.
+    async fn clear_quarantine(&self, ctx: &Apply<'_>) -> Result<(TargetResult, bool), Failure> {
+        let mut result = self.result_for(Outcome::Applied, ctx.version(), Some(&ctx.candidate.expiry));
+        let job_state = self.entra.get_job(ctx.app, ctx.job).await.at(Step::ReadJob)?;
+        result.job_status = Some(job_state.status.clone());
+        if job_state.in_quarantine() {
+            info!(secret_id = self.id(), job_id = %ctx.job.job_id, "job is in quarantine; starting it to clear the quarantine");
+            self.entra.start_job(ctx.app, ctx.job).await.at(Step::ClearQuarantine)?;
+            result.quarantine_cleared = true;
+            result.job_status = Some("Active".into());
+        }
+        Ok((result, job_state.is_paused()))
+    }
+
+    /// Step 6: move the labels, write the tags, send the `applied` notice.
+    async fn record_and_announce(
+        &self,
+        ctx: &Apply<'_>,
+        mut result: TargetResult,
+        paused: bool,
+        alerts: &mut Vec<Alert>,
+    ) -> Result<TargetResult, Failure> {
+        let version = ctx.version();
+        if ctx.applied != Some(version) {
+            match self.store.move_label(&self.cfg.secret_id, LABEL_APPLIED, Some(version), ctx.applied).await {
                 Ok(()) => {}
-                Err(StoreError::Conflict(detail)) => return self.lost_race(&current, detail, result).await,
+                Err(StoreError::Conflict(detail)) => return self.lost_race(version, detail, result).await,
                 Err(e) => return Err(Failure { step: Step::MoveLabel, message: e.to_string() }),
             }
         }
-        if info.has_label(&current, LABEL_REJECTED) {
+        if ctx.info.has_label(version, LABEL_REJECTED) {
             // A forced re-push of a rejected version that now works.
             self.store
-                .move_label(&self.cfg.secret_id, LABEL_REJECTED, None, Some(&current))
+                .move_label(&self.cfg.secret_id, LABEL_REJECTED, None, Some(version))
                 .await
                 .at(Step::MoveLabel)?;
         }
         self.reached(Step::MoveLabel);
         // Read with the previous applied value's key, before the re-keying.
         let open_series =
-            self.recorded(info, TAG_LIVE_REFUSED_ALERTED).filter(|v| *v != SERIES_CLOSED).map(series_version);
+            self.recorded(ctx.info, TAG_LIVE_REFUSED_ALERTED).filter(|v| *v != SERIES_CLOSED).map(series_version);
         // From now on the records are keyed with the new applied value.
-        self.key_seal_with(&current, &info.name).await;
+        self.key_seal_with(version, &ctx.info.name).await;
         let mut tags = vec![
-            self.record(TAG_LIVE_TOKEN, &format!("{current}:applied")),
-            self.record(TAG_APPLIED_AT, &format!("{current} {}", format_time(self.now))),
+            self.record(TAG_LIVE_TOKEN, &format!("{version}:applied")),
+            self.record(TAG_APPLIED_AT, &format!("{version} {}", format_time(self.now))),
         ];
         if open_series.is_some() {
             // The re-test above passed: Apple accepts the live token again.
             tags.push(self.record(TAG_LIVE_REFUSED_ALERTED, SERIES_CLOSED));
         }
-        self.write_tags_with("applied", Some((&current, &candidate.expiry)), tags).await;
+        self.write_tags_with("applied", Some((version, &ctx.candidate.expiry)), tags).await;
         self.reached(Step::WriteTags);
-        if applied.is_none() && !self.won_first_apply(&current).await? {
+        if ctx.applied.is_none() && !self.won_first_apply(version).await? {
             result.outcome = Outcome::Unchanged;
-            result.message = format!("version {current} was applied by a concurrent run, which sends the notice");
+            result.message = format!("version {version} was applied by a concurrent run, which sends the notice");
             return Ok(result);
         }
-        let mut detail = format!("version {current} is live in Entra and passed Test Connection after saving");
+        let mut detail = format!("version {version} is live in Entra and passed Test Connection after saving");
         if result.quarantine_cleared {
             detail.push_str("; the job's quarantine was cleared");
-        } else if job_state.is_paused() {
+        } else if paused {
             detail.push_str("; the provisioning job is paused and was left paused");
         }
         if let Some(refused) = open_series {
@@ -613,11 +684,11 @@ impl<'a> Renewal<'a> {
             ));
         }
         alerts.push(self.noted(
-            Alert::new(AlertKind::Applied, &self.facts(Some(&current), Some(&candidate.expiry), &detail)),
+            Alert::new(AlertKind::Applied, &self.facts(Some(version), Some(&ctx.candidate.expiry), &detail)),
             TAG_APPLIED_ALERTED,
-            &current,
+            version,
         ));
-        info!(secret_id = self.id(), version_id = %current, "token applied");
+        info!(secret_id = self.id(), version_id = %version, "token applied");
         result.message = detail;
         Ok(result)
     }
@@ -769,18 +840,11 @@ impl<'a> Renewal<'a> {
         Ok(r)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn roll_back(
-        &self,
-        info: &SecretInfo,
-        candidate: &Candidate,
-        applied: Option<&str>,
-        app: &GraphApp,
-        job: &JobRef,
-        why: String,
-        alerts: &mut Vec<Alert>,
-    ) -> Result<TargetResult, Failure> {
-        let version = candidate.version_id.as_str();
+    /// The saved token failed the re-test: put the previously applied one
+    /// back, check it, and mark the new version rejected.
+    async fn roll_back(&self, ctx: &Apply<'_>, why: String, alerts: &mut Vec<Alert>) -> Result<TargetResult, Failure> {
+        let Apply { info, app, job, applied, .. } = *ctx;
+        let version = ctx.version();
         warn!(secret_id = self.id(), version_id = %version, reason = %why, "saved credentials failed the re-test; rolling back");
         let previous = match applied.filter(|a| *a != version) {
             Some(a) => self.applied_token(Some(a)).await?,
@@ -940,15 +1004,9 @@ impl<'a> Renewal<'a> {
     /// After a failure once the new token may be in Entra (the PUT, or the
     /// re-test, failed for a reason other than a refusal): put the previously
     /// applied token back, so that Entra holds a token that passed both tests.
-    async fn restore_after(
-        &self,
-        step: Step,
-        err: EntraError,
-        version: &str,
-        applied: Option<&str>,
-        app: &GraphApp,
-        job: &JobRef,
-    ) -> Failure {
+    async fn restore_after(&self, ctx: &Apply<'_>, step: Step, err: EntraError) -> Failure {
+        let Apply { app, job, applied, .. } = *ctx;
+        let version = ctx.version();
         let mut message = err.to_string();
         let previous = match applied.filter(|a| *a != version) {
             Some(a) => self.applied_token(Some(a)).await.ok().flatten(),
