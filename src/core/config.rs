@@ -52,47 +52,135 @@ pub const ENV_ALLOWED_TENANT_URLS: &str = crate::core::types::ALLOWED_TENANT_URL
 /// Per-target settings: `{"SECRET": {"ENTRA_TENANT_ID": "...", ...}, ...}`.
 pub const ENV_TARGET_SETTINGS: &str = "SCIM_RELAY_TARGET_SETTINGS";
 
-/// Every environment variable the binary reads (the template test checks them).
-pub const ENV_VARS: &[&str] = &[
-    ENV_SECRET_IDS,
-    ENV_TENANT_ID,
-    ENV_CLIENT_ID,
-    ENV_CLIENT_SECRET_ID,
-    ENV_AUTH,
-    ENV_CERTIFICATE_SECRET_ID,
-    ENV_FEDERATED_AUDIENCE,
-    ENV_SP_ID,
-    ENV_JOB_ID,
-    ENV_TENANT_URL,
-    ENV_WARNING_DAYS,
-    ENV_ALERT_TOPIC,
-    ENV_GRAPH_ENDPOINT,
-    ENV_LOGIN_ENDPOINT,
-    ENV_DRY_RUN,
-    ENV_CONCURRENCY,
-    ENV_LIVE_CHECK,
-    ENV_SYNC_ALL,
-    ENV_SYNC_NOTIFICATION_SETTINGS,
-    ENV_SECRET_PREFIX,
-    ENV_FANOUT_THRESHOLD,
-    ENV_QUEUE_URL,
-    ENV_ALLOWED_TENANT_URLS,
-    ENV_TARGET_SETTINGS,
+/// One setting: its env var, whether `SCIM_RELAY_TARGET_SETTINGS` may set it
+/// per target, how a value is checked, and its row of the configuration
+/// table in docs/configuration.md (rendered by [`settings_table`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// What it is (the docs table's first column).
+    pub doc: &'static str,
+    pub env: &'static str,
+    /// After the env var in the docs table: `=true`, or ` (how to write it)`.
+    pub env_note: &'static str,
+    pub per_target: bool,
+    /// The docs table's default column.
+    pub default: &'static str,
+    /// Checks a value; `None` where the value is checked as it is loaded
+    /// (lists, JSON, numbers with a range) in [`Defaults::from_vars`].
+    pub check: Option<Check>,
+}
+
+/// Checks one value of a setting.
+pub type Check = fn(&str) -> Result<(), Invalid>;
+
+const fn setting(doc: &'static str, env: &'static str, per_target: bool, default: &'static str) -> Setting {
+    Setting { doc, env, env_note: "", per_target, default, check: None }
+}
+
+impl Setting {
+    const fn note(mut self, env_note: &'static str) -> Self {
+        self.env_note = env_note;
+        self
+    }
+    const fn check(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
+    }
+    /// The docs table's env var cell.
+    fn env_cell(&self) -> String {
+        match self.env_note.strip_prefix('=') {
+            Some(value) => format!("`{}={value}`", self.env),
+            None => format!("`{}`{}", self.env, self.env_note),
+        }
+    }
+}
+
+/// Every setting, in the order of the docs table. ENV_VARS,
+/// PER_TARGET_SETTINGS, per-target validation and the docs table come from it.
+pub const SETTINGS: &[Setting] = &[
+    setting("token secrets to manage", ENV_SECRET_IDS, false, "required unless `SCIM_RELAY_SECRET_PREFIX` is set (either or both)")
+        .note(" (comma-separated names or ARNs)"),
+    setting("every secret whose name starts with this is a target too, found with `ListSecrets` on every run ([A fleet in one stack](#a-fleet-in-one-stack))", ENV_SECRET_PREFIX, false, "none"),
+    setting("above this many targets, a scheduled sync sends one queue message per target instead of processing them", ENV_FANOUT_THRESHOLD, false, "`50`")
+        .note(" (1–100000)"),
+    setting("the SQS FIFO queue for the fan-out, consumed by the same function", ENV_QUEUE_URL, false, "none: no fan-out"),
+    setting("Entra's `SyncAll`, sent with every save of a token ([Provisioning settings Entra keeps](#provisioning-settings-entra-keeps))", ENV_SYNC_ALL, false, "not sent")
+        .note(" (`true`/`false`)")
+        .check(|v| parse_sync_all(v).map(drop)),
+    setting("Entra's `SyncNotificationSettings`, sent with every save of a token", ENV_SYNC_NOTIFICATION_SETTINGS, false, "not sent")
+        .note(" (a JSON object)")
+        .check(|v| parse_sync_notification_settings(v).map(drop)),
+    setting("Entra tenant ID (GUID or `contoso.onmicrosoft.com`)", ENV_TENANT_ID, true, "required").check(check_tenant_id),
+    setting("Graph app (client) ID", ENV_CLIENT_ID, true, "required").check(check_guid),
+    setting("how the Graph app signs in: `secret`, `certificate` or `federated` ([Graph credentials](graph-credentials.md))", ENV_AUTH, true, "`secret`")
+        .check(|v| parse_auth(v).map(drop)),
+    setting("secret holding the Graph app's client secret (a raw string, or `{\"client_secret\": \"…\", \"expires_at\": \"2027-05-01\"}`)", ENV_CLIENT_SECRET_ID, true, "required with `secret`")
+        .check(|v| SecretId::parse(v).map(drop)),
+    setting("secret holding the Graph app's certificate and private key (`{\"private_key\": \"<PKCS#8 PEM>\", \"certificate\": \"<PEM>\"}`)", ENV_CERTIFICATE_SECRET_ID, true, "required with `certificate`")
+        .check(|v| SecretId::parse(v).map(drop)),
+    setting("audience of the AWS web identity token", ENV_FEDERATED_AUDIENCE, true, "`api://AzureADTokenExchange`").check(check_audience),
+    setting("service principal object ID of the ABM/ASM enterprise app", ENV_SP_ID, true, "required").check(check_guid),
+    setting("provisioning job ID", ENV_JOB_ID, true, "the app's only job; an error naming them if there are several").check(check_job_id),
+    setting("SCIM tenant URL (must be Apple's or allowed below)", ENV_TENANT_URL, true, "`https://federation.apple.com/feeds/business/scim` (ASM: `https://federation.apple.com/feeds/school/scim`)")
+        .check(|v| TenantUrl::parse(v).map(drop)),
+    setting("SCIM addresses besides Apple's two that a token may be sent to (comma-separated https URLs)", ENV_ALLOWED_TENANT_URLS, false, "empty: Apple's endpoints only"),
+    setting("per-target settings: `{\"SECRET\": {\"ENV_VAR\": \"value\", …}, …}`", ENV_TARGET_SETTINGS, false, "empty: every target uses the values above"),
+    setting("warning window, days (1–365)", ENV_WARNING_DAYS, true, "`30`").check(|v| parse_warning_days(v).map(drop)),
+    setting("SNS topic for alerts", ENV_ALERT_TOPIC, false, "none: alerts go to the log only"),
+    setting("Graph endpoint (Microsoft's public or national-cloud host, or loopback)", ENV_GRAPH_ENDPOINT, false, "`https://graph.microsoft.com`"),
+    setting("login endpoint (likewise)", ENV_LOGIN_ENDPOINT, false, "`https://login.microsoftonline.com`"),
+    setting("never write to Entra", ENV_DRY_RUN, false, "`false`").note("=true"),
+    setting("Graph requests in flight at once (1–64); twice as many targets are in progress", ENV_CONCURRENCY, false, "`4`"),
+    setting("Test Connection on the credentials Entra holds, in runs with nothing new to apply ([live token check](design.md#live-token-check)): `every-run`, `daily` (at most once per UTC day per target) or `off`; template parameter `LiveTokenCheck`", ENV_LIVE_CHECK, false, "`every-run`")
+        .check(|v| LiveCheck::parse(v).map(drop)),
 ];
 
+/// The configuration table of docs/configuration.md (between the
+/// `settings-table` markers), rendered from [`SETTINGS`].
+pub fn settings_table() -> String {
+    let mut out = String::from("| setting | env var | per target | default |\n|---|---|---|---|\n");
+    for s in SETTINGS {
+        let per_target = if s.per_target { "✓" } else { "—" };
+        out.push_str(&format!("| {} | {} | {per_target} | {} |\n", s.doc, s.env_cell(), s.default));
+    }
+    out
+}
+
+/// Every environment variable the binary reads (the template test checks them).
+pub const ENV_VARS: &[&str] = &{
+    let mut out = [""; SETTINGS.len()];
+    let mut i = 0;
+    while i < SETTINGS.len() {
+        out[i] = SETTINGS[i].env;
+        i += 1;
+    }
+    out
+};
+
+const PER_TARGET_COUNT: usize = {
+    let (mut n, mut i) = (0, 0);
+    while i < SETTINGS.len() {
+        if SETTINGS[i].per_target {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+
 /// The settings that may differ per target (in `SCIM_RELAY_TARGET_SETTINGS`).
-pub const PER_TARGET_SETTINGS: &[&str] = &[
-    ENV_TENANT_ID,
-    ENV_CLIENT_ID,
-    ENV_AUTH,
-    ENV_CLIENT_SECRET_ID,
-    ENV_CERTIFICATE_SECRET_ID,
-    ENV_FEDERATED_AUDIENCE,
-    ENV_SP_ID,
-    ENV_JOB_ID,
-    ENV_TENANT_URL,
-    ENV_WARNING_DAYS,
-];
+pub const PER_TARGET_SETTINGS: &[&str] = &{
+    let mut out = [""; PER_TARGET_COUNT];
+    let (mut n, mut i) = (0, 0);
+    while i < SETTINGS.len() {
+        if SETTINGS[i].per_target {
+            out[n] = SETTINGS[i].env;
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+};
 
 /// The audience Entra expects in a federated token (Microsoft's documented
 /// value for a federated identity credential).
@@ -321,9 +409,9 @@ impl Defaults {
         // now, so a typo fails every invocation at once rather than one
         // target at a time.
         let probe = Self::resolve_fields(&defaults, &BTreeMap::new());
-        for (setting, value, check) in probe {
-            if let Some(v) = value {
-                check(&v).map_err(|e| ConfigError::global(setting, e))?;
+        for (setting, value) in probe {
+            if let (Some(v), Some(check)) = (value, setting.check) {
+                check(&v).map_err(|e| ConfigError::global(setting.env, e))?;
             }
         }
         if let Some(url) = &defaults.tenant_url {
@@ -332,9 +420,9 @@ impl Defaults {
         }
         for (id, settings) in &defaults.target_settings {
             let at = |setting: &str| format!("{ENV_TARGET_SETTINGS} entry `{id}`, {setting}");
-            for (setting, value, check) in defaults.resolve_fields(settings) {
-                if let (Some(v), true) = (value, settings.contains_key(setting)) {
-                    check(&v).map_err(|e| ConfigError::global(&at(setting), e))?;
+            for (setting, value) in defaults.resolve_fields(settings) {
+                if let (Some(v), Some(check), true) = (value, setting.check, settings.contains_key(setting.env)) {
+                    check(&v).map_err(|e| ConfigError::global(&at(setting.env), e))?;
                 }
             }
             if let Some(url) = settings.get(ENV_TENANT_URL) {
@@ -348,30 +436,34 @@ impl Defaults {
         Ok(defaults)
     }
 
-    #[allow(clippy::type_complexity)]
-    fn resolve_fields(
-        &self,
-        own: &BTreeMap<String, String>,
-    ) -> Vec<(&'static str, Option<String>, fn(&str) -> Result<(), Invalid>)> {
-        let pick = |setting: &str, env: &Option<String>| {
-            own.get(setting).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).or_else(|| env.clone())
-        };
-        vec![
-            (ENV_TENANT_ID, pick(ENV_TENANT_ID, &self.tenant_id), check_tenant_id),
-            (ENV_CLIENT_ID, pick(ENV_CLIENT_ID, &self.client_id), check_guid),
-            (ENV_CLIENT_SECRET_ID, pick(ENV_CLIENT_SECRET_ID, &self.client_secret_id), |v| {
-                SecretId::parse(v).map(drop)
-            }),
-            (ENV_AUTH, pick(ENV_AUTH, &self.auth), |v| parse_auth(v).map(drop)),
-            (ENV_CERTIFICATE_SECRET_ID, pick(ENV_CERTIFICATE_SECRET_ID, &self.certificate_secret_id), |v| {
-                SecretId::parse(v).map(drop)
-            }),
-            (ENV_FEDERATED_AUDIENCE, pick(ENV_FEDERATED_AUDIENCE, &self.federated_audience), check_audience),
-            (ENV_SP_ID, pick(ENV_SP_ID, &self.service_principal_id), check_guid),
-            (ENV_JOB_ID, pick(ENV_JOB_ID, &self.job_id), check_job_id),
-            (ENV_TENANT_URL, pick(ENV_TENANT_URL, &self.tenant_url), |v| TenantUrl::parse(v).map(drop)),
-            (ENV_WARNING_DAYS, pick(ENV_WARNING_DAYS, &self.warning_days), |v| parse_warning_days(v).map(drop)),
-        ]
+    /// Each per-target setting: its value for a target (the target's own,
+    /// else the environment's) and its check, from [`SETTINGS`].
+    fn resolve_fields(&self, own: &BTreeMap<String, String>) -> Vec<(&'static Setting, Option<String>)> {
+        SETTINGS
+            .iter()
+            .filter(|s| s.per_target)
+            .map(|s| {
+                let own = own.get(s.env).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+                (s, own.or_else(|| self.env_value(s.env).clone()))
+            })
+            .collect()
+    }
+
+    /// The environment's value of a per-target setting.
+    fn env_value(&self, env: &str) -> &Option<String> {
+        match env {
+            ENV_TENANT_ID => &self.tenant_id,
+            ENV_CLIENT_ID => &self.client_id,
+            ENV_AUTH => &self.auth,
+            ENV_CLIENT_SECRET_ID => &self.client_secret_id,
+            ENV_CERTIFICATE_SECRET_ID => &self.certificate_secret_id,
+            ENV_FEDERATED_AUDIENCE => &self.federated_audience,
+            ENV_SP_ID => &self.service_principal_id,
+            ENV_JOB_ID => &self.job_id,
+            ENV_TENANT_URL => &self.tenant_url,
+            ENV_WARNING_DAYS => &self.warning_days,
+            _ => &None,
+        }
     }
 
     /// The target's own settings from `SCIM_RELAY_TARGET_SETTINGS`, if any.
@@ -396,11 +488,11 @@ impl Defaults {
             }
         };
         let mut values: HashMap<&str, Option<String>> = HashMap::new();
-        for (setting, value, check) in self.resolve_fields(own) {
-            if let Some(v) = &value {
-                check(v).map_err(|e| err(setting, e))?;
+        for (setting, value) in self.resolve_fields(own) {
+            if let (Some(v), Some(check)) = (&value, setting.check) {
+                check(v).map_err(|e| err(setting.env, e))?;
             }
-            values.insert(setting, value);
+            values.insert(setting.env, value);
         }
         let mut required =
             |setting: &'static str| values.remove(setting).flatten().ok_or_else(|| err(setting, "is required".into()));
@@ -679,6 +771,47 @@ mod tests {
             v.insert(k.to_string(), val.to_string());
         }
         v
+    }
+
+    /// A value a setting's check refuses is refused by loading too, with an
+    /// error naming that setting; and the table lists every env var once.
+    #[test]
+    fn the_settings_table_checks_what_loading_checks() {
+        let bad = "\u{7}bad";
+        for s in SETTINGS.iter().filter(|s| s.check.is_some()) {
+            assert!((s.check.unwrap())(bad).is_err(), "{}", s.env);
+            let e = Defaults::from_vars(&vars(&[(s.env, bad)])).expect_err(s.env).to_string();
+            assert!(e.starts_with(s.env), "{}: {e}", s.env);
+        }
+        let mut names: Vec<&str> = ENV_VARS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SETTINGS.len());
+        assert!(PER_TARGET_SETTINGS.iter().all(|p| SETTINGS.iter().any(|s| s.env == *p && s.check.is_some())));
+    }
+
+    /// docs/configuration.md's table is the one [`SETTINGS`] renders.
+    #[test]
+    fn the_docs_table_is_the_settings_table() {
+        const BEGIN: &str = "<!-- settings-table:begin -->\n";
+        const END: &str = "<!-- settings-table:end -->";
+        let expected = settings_table();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let Ok(doc) = std::fs::read_to_string(&path) else {
+            // Until the docs land on this branch (the lead merges them first).
+            eprintln!(
+                "SKIPPED: docs/configuration.md has no settings table block; paste this:\n{BEGIN}{expected}{END}"
+            );
+            return;
+        };
+        let block =
+            doc.split_once(BEGIN).and_then(|(_, rest)| rest.split_once(END)).map(|(block, _)| block).unwrap_or_else(
+                || panic!("docs/configuration.md has no settings table block; paste this:\n{BEGIN}{expected}{END}"),
+            );
+        assert!(
+            block == expected,
+            "docs/configuration.md's settings table differs from the code's (src/core/config.rs SETTINGS); paste this:\n{BEGIN}{expected}{END}"
+        );
     }
 
     #[test]
