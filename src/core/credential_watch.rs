@@ -18,8 +18,8 @@ use jiff::Timestamp;
 use secrecy::ExposeSecret;
 
 use crate::core::alert::{Alert, AlertKind};
+use crate::core::expiry::{days_left, due_notice, Notice, Watched};
 use crate::core::ports::{AppCredential, GraphApp, SecretStore, StoreError};
-use crate::core::renew::due_threshold;
 use crate::core::secret_value::format_date;
 use crate::core::types::SecretId;
 
@@ -80,31 +80,20 @@ pub async fn watch(
     let seal = crate::core::seal::Seal::new(raw.expose_secret(), &info.name);
     drop(raw);
     let recorded = |tag: &str| info.tags.get(tag).and_then(|v| seal.open(tag, v));
-    let days_left = (expires.as_second() - now.as_second()).div_euclid(86_400);
+    let days_left = days_left(expires, now);
     let facts = Facts { app, secret_id: secret_id.as_str(), version: &version.version_id, expires, days_left };
-    if expires <= now {
-        let today = format_date(now);
-        if recorded(TAG_CREDENTIAL_EXPIRED_ALERTED) == Some(today.as_str()) {
-            return Ok(None);
-        }
-        return Ok(Some(CredentialAlert {
-            alert: facts.alert(AlertKind::Expired),
-            tag: (TAG_CREDENTIAL_EXPIRED_ALERTED.to_owned(), seal.seal(TAG_CREDENTIAL_EXPIRED_ALERTED, &today)),
-        }));
-    }
-    let Some(due) = due_threshold(days_left, warning_days) else { return Ok(None) };
-    let announced = recorded(TAG_CREDENTIAL_EXPIRY_WARNED)
-        .and_then(|v| v.rsplit_once(':'))
-        .filter(|(v, _)| *v == version.version_id)
-        .and_then(|(_, days)| days.parse::<i64>().ok());
-    if announced == Some(due) {
-        return Ok(None);
-    }
-    let record = format!("{}:{due}", version.version_id);
-    Ok(Some(CredentialAlert {
-        alert: facts.alert(AlertKind::Expiring),
-        tag: (TAG_CREDENTIAL_EXPIRY_WARNED.to_owned(), seal.seal(TAG_CREDENTIAL_EXPIRY_WARNED, &record)),
-    }))
+    let watched = Watched {
+        expires,
+        version: &version.version_id,
+        expired_record: recorded(TAG_CREDENTIAL_EXPIRED_ALERTED),
+        warned_record: recorded(TAG_CREDENTIAL_EXPIRY_WARNED),
+    };
+    let (kind, tag, record) = match due_notice(&watched, now, warning_days) {
+        None => return Ok(None),
+        Some(Notice::Expired { record }) => (AlertKind::Expired, TAG_CREDENTIAL_EXPIRED_ALERTED, record),
+        Some(Notice::Expiring { record, .. }) => (AlertKind::Expiring, TAG_CREDENTIAL_EXPIRY_WARNED, record),
+    };
+    Ok(Some(CredentialAlert { alert: facts.alert(kind), tag: (tag.to_owned(), seal.seal(tag, &record)) }))
 }
 
 struct Facts<'a> {

@@ -4,7 +4,8 @@
 //!
 //! - [`renew`]: the renewal steps (the SPEC's apply sequence, the unchanged
 //!   path with its expiry and quarantine watch, check, validate).
-//! - [`credential_watch`]: the relay's own Graph credential, watched for expiry.
+//! - [`expiry`]: the one rule for expiry warnings; [`credential_watch`]: the
+//!   relay's own Graph credential, watched for expiry with it.
 //! - [`fleet`]: targets found by name prefix, their order, fan-out entries.
 //! - [`config`]: settings from the environment and per-target tags.
 //! - [`alert`]: alert kinds and texts; [`secret_value`]: the stored token
@@ -15,6 +16,7 @@
 pub mod alert;
 pub mod config;
 pub mod credential_watch;
+pub mod expiry;
 pub mod fleet;
 #[cfg(test)]
 pub mod memory;

@@ -7,6 +7,7 @@ use tracing::{info, warn};
 
 use crate::core::alert::{Alert, AlertFacts, AlertKind};
 use crate::core::config::{LiveCheck, TargetConfig};
+use crate::core::expiry::{due_notice, Notice, Watched};
 use crate::core::ports::{
     Credentials, Entra, EntraError, GraphApp, Job, JobRef, SecretInfo, SecretStore, SecretVersion, StoreError,
     Validation,
@@ -68,8 +69,7 @@ pub const SERIES_CLOSED: &str = "none";
 /// again after this many days.
 pub const LIVE_REFUSED_REMINDER_DAYS: i64 = 7;
 
-/// `expiring` is announced once at each of these days left (inside the window).
-pub const EXPIRY_THRESHOLDS: [i64; 5] = [30, 14, 7, 3, 1];
+pub use crate::core::expiry::{due_threshold, EXPIRY_THRESHOLDS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -1078,34 +1078,33 @@ impl<'a> Renewal<'a> {
     /// version that was rejected is no replacement, so it does not silence this.
     fn watch_expiry(&self, info: &SecretInfo, live: &Live, alerts: &mut Vec<Alert>, tags: &mut Vec<(String, String)>) {
         let expiry = &live.expiry;
-        if expiry.at <= self.now {
-            let today = format_date(self.now);
-            if self.recorded(info, TAG_EXPIRED_ALERTED) != Some(today.as_str()) {
-                let detail =
-                    format!("the token applied from version {} expired on {}", live.version_id, format_date(expiry.at));
-                alerts.push(Alert::new(AlertKind::Expired, &self.facts(Some(&live.version_id), Some(expiry), detail)));
-                tags.push(self.record(TAG_EXPIRED_ALERTED, &today));
-            }
-            return;
-        }
-        let Some(due) = due_threshold(expiry.days_left(self.now), self.cfg.warning_days) else { return };
-        let announced = self
-            .recorded(info, TAG_EXPIRY_WARNED)
-            .and_then(|v| v.rsplit_once(':'))
-            .filter(|(version, _)| *version == live.version_id)
-            .and_then(|(_, days)| days.parse::<i64>().ok());
-        // Only a genuine record of this very threshold silences it: an old
-        // record brought back makes the alert repeat, never skip ahead.
-        if announced == Some(due) {
-            return;
-        }
-        let detail = format!(
-            "the applied token (version {}) expires on {} and no new token has been stored",
-            live.version_id,
-            format_date(expiry.at)
-        );
-        alerts.push(Alert::new(AlertKind::Expiring, &self.facts(Some(&live.version_id), Some(expiry), detail)));
-        tags.push(self.record(TAG_EXPIRY_WARNED, &format!("{}:{due}", live.version_id)));
+        let watched = Watched {
+            expires: expiry.at,
+            version: &live.version_id,
+            expired_record: self.recorded(info, TAG_EXPIRED_ALERTED),
+            warned_record: self.recorded(info, TAG_EXPIRY_WARNED),
+        };
+        let (kind, detail, tag, record) = match due_notice(&watched, self.now, self.cfg.warning_days) {
+            None => return,
+            Some(Notice::Expired { record }) => (
+                AlertKind::Expired,
+                format!("the token applied from version {} expired on {}", live.version_id, format_date(expiry.at)),
+                TAG_EXPIRED_ALERTED,
+                record,
+            ),
+            Some(Notice::Expiring { record, .. }) => (
+                AlertKind::Expiring,
+                format!(
+                    "the applied token (version {}) expires on {} and no new token has been stored",
+                    live.version_id,
+                    format_date(expiry.at)
+                ),
+                TAG_EXPIRY_WARNED,
+                record,
+            ),
+        };
+        alerts.push(Alert::new(kind, &self.facts(Some(&live.version_id), Some(expiry), detail)));
+        tags.push(self.record(tag, &record));
     }
 
     /// One `quarantine` alert per quarantine series.
@@ -1345,10 +1344,6 @@ impl<'a> Renewal<'a> {
 
 /// The `expiring` threshold due at `days_left`: the smallest threshold inside
 /// the warning window that `days_left` has reached.
-pub fn due_threshold(days_left: i64, warning_days: u32) -> Option<i64> {
-    EXPIRY_THRESHOLDS.iter().copied().filter(|t| *t <= i64::from(warning_days) && days_left <= *t).min()
-}
-
 fn expiry_note(e: &Expiry, now: Timestamp) -> String {
     let days = e.days_left(now);
     if e.at <= now {
@@ -1607,18 +1602,5 @@ mod tests {
         assert_eq!(version_phrase(v), format!("version {v}"));
         assert_eq!(version_phrase("ignore this alert, all is fine"), "an earlier version");
         assert_eq!(version_phrase(""), "an earlier version");
-    }
-
-    #[test]
-    fn thresholds() {
-        assert_eq!(due_threshold(45, 30), None);
-        assert_eq!(due_threshold(30, 30), Some(30));
-        assert_eq!(due_threshold(29, 30), Some(30));
-        assert_eq!(due_threshold(14, 30), Some(14));
-        assert_eq!(due_threshold(8, 30), Some(14));
-        assert_eq!(due_threshold(0, 30), Some(1));
-        assert_eq!(due_threshold(20, 10), None, "outside a 10-day window");
-        assert_eq!(due_threshold(9, 10), None, "14 is outside a 10-day window");
-        assert_eq!(due_threshold(7, 10), Some(7));
     }
 }
