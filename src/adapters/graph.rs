@@ -221,6 +221,26 @@ fn clean(s: &str, scrub: &[&str], max: usize) -> String {
     out
 }
 
+/// One HTTP exchange, shared by Graph calls and sign-in: sends `req` and
+/// reads the answer (bounded). A network failure, 429 or 5xx is transient
+/// (with the server's `Retry-After`; `transient` words it from the status and
+/// the scrubbed error code and message); any other status is the answer.
+async fn exchange(
+    req: reqwest::RequestBuilder,
+    scrub: &[&str],
+    transient: impl Fn(StatusCode, &str, &str) -> String,
+) -> Result<Answer, Attempt> {
+    let resp = req.send().await.map_err(|e| Attempt::Transient { detail: describe_reqwest(&e), retry_after: None })?;
+    let status = resp.status();
+    let after = retry_after(resp.headers());
+    let body = read_limited(resp).await?;
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        let (code, message) = error_parts(&body, scrub);
+        return Err(Attempt::Transient { detail: transient(status, &code, &message), retry_after: after });
+    }
+    Ok(Answer { status, body })
+}
+
 async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, Attempt> {
     let mut body = Vec::new();
     loop {
@@ -315,29 +335,16 @@ impl Graph {
                     Some(b) => req.json(b),
                     None => req.header(reqwest::header::CONTENT_LENGTH, "0"),
                 };
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| Attempt::Transient { detail: describe_reqwest(&e), retry_after: None })?;
-                let status = resp.status();
-                let after = retry_after(resp.headers());
-                let body = read_limited(resp).await?;
-                if status.is_success() {
-                    return Ok(Answer { status, body });
+                let answer = exchange(req, scrub, |status, code, message| {
+                    let message = if message.is_empty() { String::new() } else { format!(": {message}") };
+                    format!("{} {code}{message}", status.as_u16())
+                })
+                .await?;
+                if answer.status.is_success() {
+                    return Ok(answer);
                 }
-                let (code, message) = error_parts(&body, scrub);
-                if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                    return Err(Attempt::Transient {
-                        detail: format!(
-                            "{} {}{}",
-                            status.as_u16(),
-                            code,
-                            if message.is_empty() { String::new() } else { format!(": {message}") }
-                        ),
-                        retry_after: after,
-                    });
-                }
-                Err(Attempt::Status { status, code, message })
+                let (code, message) = error_parts(&answer.body, scrub);
+                Err(Attempt::Status { status: answer.status, code, message })
             }
         };
         let mut result = self.retrying(what, &op).await;
@@ -440,25 +447,10 @@ impl Graph {
         form.extend(auth.form_fields());
         let op = || async {
             self.before_deadline("sign-in")?;
-            let resp = self
-                .shared
-                .http
-                .post(&url)
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| Attempt::Transient { detail: describe_reqwest(&e), retry_after: None })?;
-            let status = resp.status();
-            let after = retry_after(resp.headers());
-            let body = read_limited(resp).await?;
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                let (code, _) = error_parts(&body, &[proof]);
-                return Err(Attempt::Transient {
-                    detail: format!("sign-in: {} {code}", status.as_u16()),
-                    retry_after: after,
-                });
-            }
-            Ok((status, body))
+            let req = self.shared.http.post(&url).form(&form);
+            let answer =
+                exchange(req, &[proof], |status, code, _| format!("sign-in: {} {code}", status.as_u16())).await?;
+            Ok((answer.status, answer.body))
         };
         let policy = self.shared.retry;
         let (status, body) = self.retrying("sign-in", op).await.map_err(|e| match e {
