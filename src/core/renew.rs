@@ -14,6 +14,7 @@ use crate::core::ports::{
 };
 use crate::core::seal::Seal;
 use crate::core::secret_value::{format_date, format_time, Expiry, ExpirySource, SecretValue, SecretValueError};
+use crate::core::types::VersionId;
 
 pub const LABEL_CURRENT: &str = "AWSCURRENT";
 pub const LABEL_APPLIED: &str = "SCIM_RELAY_APPLIED";
@@ -283,7 +284,7 @@ impl<T> At<T> for Result<T, StoreError> {
 
 /// A token that passed every local check.
 struct Candidate {
-    version_id: String,
+    version_id: VersionId,
     value: SecretValue,
     expiry: Expiry,
 }
@@ -291,7 +292,7 @@ struct Candidate {
 /// The applied version and when its token expires.
 #[derive(Clone)]
 struct Live {
-    version_id: String,
+    version_id: VersionId,
     expiry: Expiry,
 }
 
@@ -322,8 +323,8 @@ impl Apply<'_> {
 }
 
 /// The version labelled AWSCURRENT: the one to apply.
-fn current_version(info: &SecretInfo) -> Result<String, Failure> {
-    info.version_with(LABEL_CURRENT).map(str::to_owned).ok_or_else(|| Failure {
+fn current_version(info: &SecretInfo) -> Result<VersionId, Failure> {
+    info.version_with(LABEL_CURRENT).map(VersionId::new).ok_or_else(|| Failure {
         step: Step::ReadSecret,
         message: "the secret has no AWSCURRENT version; store a token in it".into(),
     })
@@ -489,7 +490,7 @@ impl<'a> Renewal<'a> {
                 // What was learnt before the failure is still reported (and
                 // the DaysLeft metric emitted from it).
                 if let Some(live) = &partial.live {
-                    r.version_id = Some(live.version_id.clone());
+                    r.version_id = Some(live.version_id.to_string());
                     r.expires_at = Some(format_time(live.expiry.at));
                     r.expires_source = Some(live.expiry.source);
                     r.days_left = Some(live.expiry.days_left(self.now));
@@ -717,7 +718,7 @@ impl<'a> Renewal<'a> {
                 if let Some(url) = &value.tenant_url {
                     self.cfg.allowed_tenant_urls.check(url).map_err(SecretValueError::TenantUrlNotAllowed)?;
                 }
-                Ok(Candidate { version_id: version_id.to_owned(), value, expiry })
+                Ok(Candidate { version_id: VersionId::new(version_id), value, expiry })
             });
         Ok(checked)
     }
@@ -793,7 +794,7 @@ impl<'a> Renewal<'a> {
         // for being expired (that is what expiry alerts are for).
         Ok(SecretValue::parse(raw.expose_secret()).ok().map(|value| {
             let expiry = value.expiry(read.created, self.now);
-            Candidate { version_id: v.to_owned(), value, expiry }
+            Candidate { version_id: VersionId::new(v), value, expiry }
         }))
     }
 
