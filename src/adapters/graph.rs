@@ -173,6 +173,28 @@ impl Attempt {
 }
 
 /// A parsed HTTP answer.
+/// One Graph call: what it is (for errors and logs), the request, and the
+/// secrets to scrub from whatever the server answers.
+struct Call<'c> {
+    what: &'c str,
+    method: Method,
+    url: &'c str,
+    body: Option<&'c Value>,
+    scrub: &'c [&'c str],
+}
+
+impl<'c> Call<'c> {
+    fn new(what: &'c str, method: Method, url: &'c str) -> Self {
+        Self { what, method, url, body: None, scrub: &[] }
+    }
+
+    fn body(mut self, body: &'c Value, scrub: &'c [&'c str]) -> Self {
+        self.body = Some(body);
+        self.scrub = scrub;
+        self
+    }
+}
+
 struct Answer {
     status: StatusCode,
     body: Vec<u8>,
@@ -298,16 +320,9 @@ impl Graph {
         }
     }
 
-    /// Sends one request with retries. `auth` adds a Graph bearer token.
-    async fn send(
-        &self,
-        what: &str,
-        method: Method,
-        url: &str,
-        app: &GraphApp,
-        body: Option<&Value>,
-        scrub: &[&str],
-    ) -> Result<Answer, EntraError> {
+    /// Sends one Graph request for `app` with retries, with a Graph bearer token.
+    async fn send(&self, app: &GraphApp, call: Call<'_>) -> Result<Answer, EntraError> {
+        let Call { what, method, url, body, scrub } = call;
         let attempts = std::sync::atomic::AtomicU32::new(0);
         let mut refreshed_token = false;
         let op = || {
@@ -544,7 +559,7 @@ fn credential_pairs(c: &Credentials) -> Value {
 impl Entra for Graph {
     async fn list_jobs(&self, app: &GraphApp, sp: &str) -> Result<Vec<Job>, EntraError> {
         let a = self
-            .send("list provisioning jobs", Method::GET, &format!("{}/jobs", self.sp_url(sp)), app, None, &[])
+            .send(app, Call::new("list provisioning jobs", Method::GET, &format!("{}/jobs", self.sp_url(sp))))
             .await?;
         let v: Value = serde_json::from_slice(&a.body).map_err(|_| unexpected("job list", "not JSON"))?;
         let list =
@@ -553,7 +568,7 @@ impl Entra for Graph {
     }
 
     async fn get_job(&self, app: &GraphApp, job: &JobRef) -> Result<Job, EntraError> {
-        let a = self.send("read the provisioning job", Method::GET, &self.job_url(job, ""), app, None, &[]).await?;
+        let a = self.send(app, Call::new("read the provisioning job", Method::GET, &self.job_url(job, ""))).await?;
         let v: Value = serde_json::from_slice(&a.body).map_err(|_| unexpected("job", "not JSON"))?;
         parse_job(&v)
     }
@@ -570,7 +585,7 @@ impl Entra for Graph {
         };
         let scrub: Vec<&str> = creds.map(|c| vec![c.secret_token.expose()]).unwrap_or_default();
         let url = self.job_url(job, "/validateCredentials");
-        match self.send("validateCredentials", Method::POST, &url, app, Some(&body), &scrub).await {
+        match self.send(app, Call::new("validateCredentials", Method::POST, &url).body(&body, &scrub)).await {
             Ok(a) if a.status == StatusCode::NO_CONTENT || a.status.is_success() => Ok(Validation::Authorized),
             Ok(a) => Err(EntraError::Unexpected {
                 status: a.status.as_u16(),
@@ -600,13 +615,16 @@ impl Entra for Graph {
         }
         let body = json!({"value": pairs});
         let url = format!("{}/secrets", self.sp_url(sp));
-        self.send("save the token (PUT secrets)", Method::PUT, &url, app, Some(&body), &[creds.secret_token.expose()])
-            .await?;
+        self.send(
+            app,
+            Call::new("save the token (PUT secrets)", Method::PUT, &url).body(&body, &[creds.secret_token.expose()]),
+        )
+        .await?;
         Ok(())
     }
 
     async fn start_job(&self, app: &GraphApp, job: &JobRef) -> Result<(), EntraError> {
-        self.send("start the provisioning job", Method::POST, &self.job_url(job, "/start"), app, None, &[]).await?;
+        self.send(app, Call::new("start the provisioning job", Method::POST, &self.job_url(job, "/start"))).await?;
         Ok(())
     }
 }
