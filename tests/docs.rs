@@ -393,3 +393,84 @@ fn the_link_check_finds_what_is_broken() {
         ],
     );
 }
+
+/// Mentions of the docs in files that are not Markdown: `docs/PAGE.md` must
+/// exist, and a quoted heading after it (`docs/PAGE.md "Heading"`) or after
+/// `README`/`README.md` must be a heading of that page. `text` is the file's
+/// text with YAML's folded line breaks already read as spaces.
+fn broken_mentions(name: &str, text: &str, root: &Path) -> Vec<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let flat = words.join(" ");
+    let mut broken = Vec::new();
+    let mut at = 0;
+    while let Some(found) = flat[at..].find(['d', 'R']).map(|f| at + f) {
+        at = found + 1;
+        let rest = &flat[found..];
+        let page: String = if rest.starts_with("docs/") {
+            rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_')).collect()
+        } else if rest.starts_with("README") && !flat[..found].ends_with(|c: char| c.is_alphanumeric()) {
+            "README.md".into()
+        } else {
+            continue;
+        };
+        let page = page.trim_end_matches('.').to_string();
+        if page.starts_with("docs/") && !page.ends_with(".md") {
+            continue; // `docs/` alone, or a folder
+        }
+        if !root.join(&page).is_file() {
+            broken.push(format!("{name}: {page}: no such page"));
+            continue;
+        }
+        let after = rest[if rest.starts_with("README.md") {
+            9
+        } else if rest.starts_with("README") {
+            6
+        } else {
+            page.len()
+        }..]
+            .trim_start_matches([' ', '\'', '`']);
+        let Some(quoted) = after.strip_prefix('"').and_then(|q| q.split('"').next()) else { continue };
+        let text = std::fs::read_to_string(root.join(&page)).unwrap_or_default();
+        if !anchors(&text).contains(&slug(quoted)) {
+            broken.push(format!("{name}: {page} \"{quoted}\": no such heading"));
+        }
+    }
+    broken
+}
+
+#[test]
+fn the_template_and_scripts_point_at_pages_and_headings_that_exist() {
+    let root = Path::new(ROOT);
+    let mut files = vec!["template.yaml", "samconfig.toml", "deny.toml", ".ci/run"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    for entry in std::fs::read_dir(root.join("scripts")).expect("scripts/ exists") {
+        let path = entry.expect("a scripts/ entry").path();
+        files.push(path.strip_prefix(root).expect("under the repository").display().to_string());
+    }
+    let mut broken = Vec::new();
+    let mut mentions = 0;
+    for file in &files {
+        let text = read(file);
+        mentions += text.matches("docs/").count();
+        broken.extend(broken_mentions(file, &text, root));
+    }
+    assert!(mentions >= 8, "the template's descriptions point at docs/ pages ({mentions} found)");
+    assert!(broken.is_empty(), "mentions of pages or headings that do not exist:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_mention_check_finds_what_is_broken() {
+    let text = "Description: >-\n  See docs/runbook.md. See docs/nowhere.md, then docs/configuration.md\n  \
+                \"Provisioning settings Entra keeps\" and docs/configuration.md \"No such part\"; see README\n  \
+                \"Deploy\" or README \"Runbook: alerts\". A docs/ folder.";
+    assert_eq!(
+        broken_mentions("t.yaml", text, Path::new(ROOT)),
+        [
+            "t.yaml: docs/nowhere.md: no such page",
+            "t.yaml: docs/configuration.md \"No such part\": no such heading",
+            "t.yaml: README.md \"Runbook: alerts\": no such heading",
+        ]
+    );
+}
