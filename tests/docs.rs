@@ -474,3 +474,21 @@ fn the_mention_check_finds_what_is_broken() {
         ]
     );
 }
+
+#[test]
+fn every_template_parameter_has_a_row_in_the_deploy_walkthrough() {
+    let template = read("template.yaml");
+    let parameters = template
+        .split("\nParameters:\n")
+        .nth(1)
+        .expect("template.yaml has Parameters")
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .filter_map(|l| l.strip_prefix("  ").filter(|p| !p.starts_with(' ')))
+        .filter_map(|l| l.strip_suffix(':'))
+        .collect::<Vec<_>>();
+    assert!(parameters.len() >= 20, "the template's parameters: {parameters:?}");
+    let deploy = read("docs/deploy.md");
+    let missing: Vec<_> = parameters.iter().filter(|p| !deploy.contains(&format!("| `{p}` |"))).collect();
+    assert!(missing.is_empty(), "docs/deploy.md has no parameter row for {missing:?}");
+}
