@@ -302,6 +302,13 @@ impl From<Candidate> for Live {
     }
 }
 
+/// Step 1's verdict on a new version.
+enum Checked {
+    Passed(Candidate, Credentials),
+    /// Why it was refused (the rejection's message).
+    Refused(String),
+}
+
 /// What the steps of one apply share: the secret as described, the new
 /// version, the version applied before it (if any) and the Entra job.
 #[derive(Clone, Copy)]
@@ -538,8 +545,8 @@ impl<'a> Renewal<'a> {
         // Step 1: parse and check locally. Nothing has been sent to Entra.
         info!(secret_id = self.id(), version_id = %current, "new token version found; checking it");
         let (candidate, creds) = match self.check_locally(&current).await? {
-            Ok(checked) => checked,
-            Err(refusal) => return self.reject(info, &current, refusal, opts, alerts).await,
+            Checked::Passed(candidate, creds) => (candidate, creds),
+            Checked::Refused(refusal) => return self.reject(info, &current, refusal, opts, alerts).await,
         };
         // A first apply claims its notice now, so that the wait for a
         // racing run's claim overlaps the Graph calls below.
@@ -577,14 +584,14 @@ impl<'a> Renewal<'a> {
     }
 
     /// Step 1: the version's value passes every local check and its tenant
-    /// URL is allowed. `Ok(Err(why))`: refused (Entra untouched).
-    async fn check_locally(&self, version: &str) -> Result<Result<(Candidate, Credentials), String>, Failure> {
+    /// URL is allowed; or it is refused (Entra untouched).
+    async fn check_locally(&self, version: &str) -> Result<Checked, Failure> {
         let candidate = match self.read_candidate(version).await? {
             Ok(c) => c,
-            Err(e) => return Ok(Err(format!("version {version} refused before contacting Entra: {e}"))),
+            Err(e) => return Ok(Checked::Refused(format!("version {version} refused before contacting Entra: {e}"))),
         };
         let creds = self.credentials(&candidate).at(Step::ReadSecret)?;
-        Ok(Ok((candidate, creds)))
+        Ok(Checked::Passed(candidate, creds))
     }
 
     /// Step 2: Test Connection with the new token. `Some(why)`: refused.
