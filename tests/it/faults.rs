@@ -5,12 +5,10 @@
 //! converge on the next run once the fault clears, with exactly one
 //! `applied` alert. The table is in docs/FAULTS.md.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::renew::{Outcome, Step, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;

@@ -1,11 +1,9 @@
 //! The apply path end to end: real moto_server (Secrets Manager + SNS), the
 //! Entra simulator, the real AWS and Graph adapters. One scenario a test.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::renew::{Outcome, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;

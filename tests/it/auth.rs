@@ -10,18 +10,16 @@
 //! (the fault proxy in front of moto): moto's own answer, then STS-shaped
 //! answers injected by the proxy (disabled feature, access denied, a token).
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use async_trait::async_trait;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, KeyPair as _, RsaKeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use entra_sim::{FederatedCredential, IssuerKey, Route};
 use jiff::Timestamp;
 use scim_relay::alert::AlertKind;

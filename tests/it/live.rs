@@ -2,11 +2,9 @@
 //! Connection on the credentials Entra holds, end to end against moto_server
 //! and the Entra simulator.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::alert::AlertKind;
 use scim_relay::relay::RunReport;

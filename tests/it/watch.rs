@@ -1,9 +1,7 @@
 //! Triggers, expiry watch and job health, end to end against moto_server and
 //! the Entra simulator, with a controllable clock.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::alert::AlertKind;
 use scim_relay::handler::Decoded;

@@ -1,12 +1,10 @@
 //! Crash recovery, races, the deadline, and undeliverable alerts.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::renew::{Outcome, Step, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;
