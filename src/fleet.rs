@@ -310,21 +310,40 @@ pub async fn enqueue(
     targets: &[SecretId],
     now: Timestamp,
 ) -> (FanOut, Vec<(SecretId, String)>) {
-    let entries = queue_entries(targets, now);
+    let mut pending = queue_entries(targets, now);
     let mut failed: Vec<(SecretId, String)> = Vec::new();
     let mut batches = 0;
-    for chunk in entries.chunks(SQS_BATCH) {
-        batches += 1;
-        match queue.send_batch(queue_url, chunk).await {
-            Ok(errors) => {
-                for (entry_id, why) in errors {
-                    if let Some(e) = chunk.iter().find(|e| e.entry_id == entry_id) {
-                        failed.push((e.secret_id.clone(), why));
-                    }
+    // Entries SQS refused, or whose call failed after the SDK's own retries,
+    // are sent again (twice, after a short pause): their deduplication ID
+    // makes a repeat of one that did arrive harmless.
+    for (round, pause_ms) in [0u64, 200, 1000].into_iter().enumerate() {
+        if pending.is_empty() {
+            break;
+        }
+        if pause_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        }
+        let last = round == 2;
+        let mut again = Vec::new();
+        for chunk in pending.chunks(SQS_BATCH) {
+            batches += 1;
+            let refused: Vec<(&QueueEntry, String)> = match queue.send_batch(queue_url, chunk).await {
+                Ok(errors) => errors
+                    .into_iter()
+                    .filter_map(|(entry_id, why)| chunk.iter().find(|e| e.entry_id == entry_id).map(|e| (e, why)))
+                    .collect(),
+                Err(why) => chunk.iter().map(|e| (e, why.clone())).collect(),
+            };
+            for (e, why) in refused {
+                if last {
+                    failed.push((e.secret_id.clone(), why));
+                } else {
+                    tracing::warn!(secret_id = %e.secret_id, reason = %why, "fan-out message not sent; trying again");
+                    again.push(e.clone());
                 }
             }
-            Err(why) => failed.extend(chunk.iter().map(|e| (e.secret_id.clone(), why.clone()))),
         }
+        pending = again;
     }
     let summary = FanOut {
         queue_url: queue_url.to_owned(),

@@ -244,6 +244,12 @@ struct Failure {
     message: String,
 }
 
+/// A run's claim on a first apply's notice: the value it wrote, and when.
+struct Claim {
+    value: String,
+    at: tokio::time::Instant,
+}
+
 /// What a run learnt before it failed: reported with the failure, so that
 /// expiry (computed before any Graph call) is never lost to a Graph outage.
 #[derive(Default)]
@@ -512,6 +518,12 @@ impl<'a> Renewal<'a> {
             }
         };
         let creds = self.credentials(&candidate).at(Step::ReadSecret)?;
+        // A first apply claims its notice now, so that the wait for a
+        // racing run's claim overlaps the Graph calls below.
+        let claim = match applied.is_none() && !opts.dry_run {
+            true => self.claim_first_apply(&current).await,
+            false => None,
+        };
         let app = self.app();
         let job = self.find_job(&app).await?;
 
@@ -596,7 +608,7 @@ impl<'a> Renewal<'a> {
         }
         self.write_tags_with("applied", Some((&current, &candidate.expiry)), tags).await;
         self.reached(Step::WriteTags);
-        if applied.is_none() && !self.won_first_apply(&current).await? {
+        if applied.is_none() && !self.won_first_apply(&current, claim).await? {
             result.outcome = Outcome::Unchanged;
             result.message = format!("version {current} was applied by a concurrent run, which sends the notice");
             return Ok(result);
@@ -652,28 +664,36 @@ impl<'a> Renewal<'a> {
 
     /// Two runs that apply a secret's first token at once both move the
     /// label (there is no earlier holder for `RemoveFromVersionId` to
-    /// arbitrate). Each claims the notice in a tag, waits, and looks which
-    /// claim stands: the last writer's. A later run that finds the notice
-    /// already recorded as sent stands down too. If the winner dies before
-    /// sending, the next run sends the notice (it is recorded only once sent).
-    async fn won_first_apply(&self, version: &str) -> Result<bool, Failure> {
-        let mut nonce = [0u8; 8];
-        if aws_lc_rs::rand::fill(&mut nonce).is_err() {
-            return Ok(true);
-        }
-        let claim = format!("{version}:{}", nonce.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        if let Err(e) = self.store.tag(&self.cfg.secret_id, &[(TAG_APPLY_CLAIM.to_owned(), claim.clone())]).await {
-            // Without a claim there is nothing to arbitrate with: send (at
-            // least once rather than never).
-            warn!(secret_id = self.id(), error = %e, "could not claim the first apply's notice; sending it");
-            return Ok(true);
-        }
-        tokio::time::sleep(CLAIM_SETTLE).await;
+    /// arbitrate). Each claims the notice in a tag before its Graph calls
+    /// ([`Self::claim_first_apply`]); at step 6 it waits until
+    /// [`CLAIM_SETTLE`] has passed since its claim and looks which claim
+    /// stands: the last writer's. A later run that finds the notice already
+    /// recorded as sent stands down too. If the winner dies before sending,
+    /// the next run sends the notice (it is recorded only once sent).
+    /// `None` (no claim could be made): send, at least once rather than never.
+    async fn won_first_apply(&self, version: &str, claim: Option<Claim>) -> Result<bool, Failure> {
+        let Some(claim) = claim else { return Ok(true) };
+        tokio::time::sleep_until(claim.at + CLAIM_SETTLE).await;
         let now = self.store.describe(&self.cfg.secret_id).await.at(Step::WriteTags)?;
         if self.recorded(&now, TAG_APPLIED_ALERTED) == Some(version) {
             return Ok(false);
         }
-        Ok(now.tags.get(TAG_APPLY_CLAIM) == Some(&claim))
+        Ok(now.tags.get(TAG_APPLY_CLAIM) == Some(&claim.value))
+    }
+
+    /// Writes this run's claim on a first apply's notice (`VERSION:NONCE`).
+    async fn claim_first_apply(&self, version: &str) -> Option<Claim> {
+        let mut nonce = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
+        let value = format!("{version}:{}", nonce.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let at = tokio::time::Instant::now();
+        match self.store.tag(&self.cfg.secret_id, &[(TAG_APPLY_CLAIM.to_owned(), value.clone())]).await {
+            Ok(()) => Some(Claim { value, at }),
+            Err(e) => {
+                warn!(secret_id = self.id(), error = %e, "could not claim the first apply's notice; it will be sent");
+                None
+            }
+        }
     }
 
     /// Labels `version` rejected (not tried again until a newer version or `force`).
@@ -872,7 +892,7 @@ impl<'a> Renewal<'a> {
         }];
         let mut tags = Vec::new();
         if write {
-            self.resend_undelivered(info, current, live.as_ref(), alerts);
+            self.resend_undelivered(info, current, live.as_ref(), alerts).await;
         }
         if let Some(live) = &live {
             notes.push(expiry_note(&live.expiry, self.now));
@@ -911,9 +931,19 @@ impl<'a> Renewal<'a> {
 
     /// An `applied` or `rejected` notice that an earlier run decided on but
     /// never delivered (a crash, an SNS outage) is sent now.
-    fn resend_undelivered(&self, info: &SecretInfo, current: &str, live: Option<&Live>, alerts: &mut Vec<Alert>) {
+    ///
+    /// A missing `applied` record may also mean that another run is applying
+    /// that version right now and is about to send the notice: this run then
+    /// takes part in that run's claim (see [`Self::won_first_apply`]), so that
+    /// exactly one of them sends it.
+    async fn resend_undelivered(&self, info: &SecretInfo, current: &str, live: Option<&Live>, alerts: &mut Vec<Alert>) {
         if let Some(live) = live {
-            if self.recorded(info, TAG_APPLIED_ALERTED) != Some(live.version_id.as_str()) {
+            let missing = self.recorded(info, TAG_APPLIED_ALERTED) != Some(live.version_id.as_str());
+            let mine = missing && {
+                let claim = self.claim_first_apply(&live.version_id).await;
+                self.won_first_apply(&live.version_id, claim).await.unwrap_or(true)
+            };
+            if mine {
                 let detail = format!(
                     "version {} was applied earlier and is live in Entra (this notice could not be delivered then)",
                     live.version_id
@@ -1587,6 +1617,28 @@ mod tests {
         assert!(r.result.quarantine_cleared);
         assert!(rig.entra.calls().contains(&"start".to_owned()));
         assert_eq!(rig.entra.status.lock().unwrap().as_deref(), Some("Active"));
+    }
+
+    /// A run that starts while another is still applying the first token
+    /// finds it applied with no notice recorded: it takes part in the claim
+    /// instead of re-sending at once, so exactly one notice goes out.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_finds_a_first_apply_in_flight_does_not_duplicate_its_notice() {
+        let rig = Rig::new();
+        rig.entra.accept("tok-1");
+        let v = rig.store.put(ID, "tok-1", at("2026-12-06T00:00:00Z"));
+        let before = rig.store.info(ID);
+        let mut during = before.clone();
+        during.versions.get_mut(&v).unwrap().push(LABEL_APPLIED.to_owned());
+        let now = at("2026-12-06T00:00:00Z");
+        let a = Renewal::new(&rig.store, &rig.entra, &rig.cfg, now, None);
+        let b = Renewal::new(&rig.store, &rig.entra, &rig.cfg, now, None);
+        let (ra, rb) = tokio::join!(
+            a.run(Action::Sync, Options::default(), &before),
+            b.run(Action::Sync, Options::default(), &during)
+        );
+        let notices = [&ra, &rb].iter().filter(|r| Rig::kinds(r).contains(&AlertKind::Applied)).count();
+        assert_eq!(notices, 1, "{:?} / {:?}", ra.result.message, rb.result.message);
     }
 
     #[test]

@@ -179,7 +179,9 @@ async fn fan_out_of_two_hundred_targets_over_sqs() {
     let r = w.invoke_on(&relay, scheduler_event(), Duration::from_secs(60)).await.unwrap();
     let enqueue_took = started.elapsed();
     let fan = r.fanned_out.clone().expect("fanned out");
-    assert_eq!((fan.targets, fan.enqueued, fan.batches), (200, 200, 20));
+    assert_eq!((fan.targets, fan.enqueued), (200, 200));
+    // 20 calls of 10; a call that failed under load is made again.
+    assert!(fan.batches >= 20, "{fan:?}");
     assert!(r.results.is_empty() && r.error_summary().is_none());
     assert!(w.sim.requests().is_empty(), "no Graph call in the fanning-out run");
     let calls = calls_by_op(&w);

@@ -155,7 +155,12 @@ impl Stack {
                     json!(match ty.as_str() {
                         "AWS::SNS::Topic" => format!("arn:{PARTITION}:sns:{REGION}:{ACCOUNT}:{STACK}-{name}-ABC123"),
                         "AWS::SQS::Queue" => {
-                            let queue = self.string(&self.raw["Resources"][name]["Properties"]["QueueName"], name)?;
+                            // A queue without a QueueName gets a generated one.
+                            let given = &self.raw["Resources"][name]["Properties"]["QueueName"];
+                            let queue = match given {
+                                Yaml::Null => format!("{STACK}-{name}-ABC123"),
+                                _ => self.string(given, name)?,
+                            };
                             format!("https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{queue}")
                         }
                         _ => format!("{STACK}-{name}"),
