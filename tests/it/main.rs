@@ -12,11 +12,13 @@
 //! - `fleet`: discovery by prefix and SQS fan-out.
 //! - `hostile`: hostile inputs (values, events, settings, Graph and AWS answers).
 //! - `template`: template.yaml checks (no moto needed).
+//! - `docs`: README.md and docs/ links, anchors and shape (no moto needed).
 
 mod common;
 
 mod apply;
 mod auth;
+mod docs;
 mod errors;
 mod faults;
 mod fleet;
