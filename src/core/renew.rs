@@ -1582,6 +1582,111 @@ mod tests {
         assert_eq!(applied, 1, "{:?} / {:?}", ra.result.message, rb.result.message);
     }
 
+    /// Writes the store saw (labels moved, tags written) and Entra writes
+    /// (credentials saved, job started).
+    fn writes(rig: &Rig) -> (Vec<String>, Vec<String>) {
+        let store = rig.store.calls.lock().unwrap().clone();
+        let store = store.into_iter().filter(|c| c.starts_with("move:") || c == "tag").collect();
+        let entra = rig.entra.calls().into_iter().filter(|c| c == "put" || c == "start").collect();
+        (store, entra)
+    }
+
+    fn clear_calls(rig: &Rig) {
+        rig.store.calls.lock().unwrap().clear();
+        rig.entra.calls.lock().unwrap().clear();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn check_writes_nothing_and_alerts_nobody() {
+        let (rig, v) = Rig::applied("2027-01-01", "2026-11-01T00:00:00Z").await;
+        rig.entra.accept("tok-2");
+        rig.store.put(ID, "tok-2", at("2026-12-20T00:00:00Z"));
+        *rig.entra.status.lock().unwrap() = Some("Quarantine".into());
+        let tags = rig.store.tags(ID);
+        clear_calls(&rig);
+        // 12 days left, a token waiting, a quarantined job: all reported, none acted on.
+        let r = rig.run(Action::Check, Options::default(), "2026-12-20T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Checked, "{}", r.result.message);
+        assert!(r.result.message.contains("waiting to be applied"), "{}", r.result.message);
+        assert_eq!(r.result.days_left, Some(12));
+        assert_eq!(r.result.job_status.as_deref(), Some("Quarantine"));
+        assert!(r.alerts.is_empty(), "check alerts nobody: {:?}", Rig::kinds(&r));
+        assert_eq!(writes(&rig), (vec![], vec![]), "check writes nothing");
+        assert!(!rig.entra.calls().contains(&"validate:new".to_owned()), "the waiting token is not tested");
+        assert_eq!(rig.store.tags(ID), tags);
+        assert_eq!(rig.store.holder(ID, LABEL_APPLIED).as_deref(), Some(v.as_str()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dry_run_writes_nothing_and_labels_no_refused_token() {
+        let (rig, v) = Rig::applied("2027-11-20", "2026-12-06T00:00:00Z").await;
+        let tags = rig.store.tags(ID);
+        let dry = Options { dry_run: true, force: false };
+        // An acceptable new token: it would be applied.
+        rig.entra.accept("tok-2");
+        rig.store.put(ID, "tok-2", at("2026-12-07T00:00:00Z"));
+        clear_calls(&rig);
+        let r = rig.run(Action::Sync, dry, "2026-12-07T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::WouldApply, "{}", r.result.message);
+        assert!(r.alerts.is_empty(), "{:?}", Rig::kinds(&r));
+        assert_eq!(writes(&rig), (vec![], vec![]));
+        // A refused one: reported as rejected, but not labelled.
+        let bad = rig.store.put(ID, "tok-bad", at("2026-12-08T00:00:00Z"));
+        clear_calls(&rig);
+        let r = rig.run(Action::Sync, dry, "2026-12-08T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Rejected, "{}", r.result.message);
+        assert!(r.alerts.is_empty(), "{:?}", Rig::kinds(&r));
+        assert_eq!(writes(&rig), (vec![], vec![]));
+        assert_ne!(rig.store.holder(ID, LABEL_REJECTED), Some(bad));
+        assert_eq!(rig.store.holder(ID, LABEL_APPLIED).as_deref(), Some(v.as_str()));
+        assert_eq!(rig.entra.saved.lock().unwrap().values().next().unwrap().1, "tok-1");
+        assert_eq!(rig.store.tags(ID), tags);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_version_is_applied_again_only_when_forced() {
+        let (rig, _) = Rig::applied("2027-11-20", "2026-12-06T00:00:00Z").await;
+        let bad = rig.store.put(ID, "tok-late", at("2026-12-07T00:00:00Z"));
+        assert_eq!(rig.sync("2026-12-07T00:00:00Z").await.result.outcome, Outcome::Rejected);
+        // Apple accepts it later. A plain apply does not retry it...
+        rig.entra.accept("tok-late");
+        rig.entra.calls.lock().unwrap().clear();
+        let r = rig.run(Action::Apply, Options::default(), "2026-12-08T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Unchanged, "{}", r.result.message);
+        assert!(!rig.entra.calls().contains(&"validate:new".to_owned()));
+        // ...a forced one does: applied, and the rejected label taken off.
+        let forced = Options { dry_run: false, force: true };
+        let r = rig.run(Action::Apply, forced, "2026-12-08T01:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Applied, "{}", r.result.message);
+        assert_eq!(rig.entra.saved.lock().unwrap().values().next().unwrap().1, "tok-late");
+        assert_eq!(rig.store.holder(ID, LABEL_APPLIED).as_deref(), Some(bad.as_str()));
+        assert_eq!(rig.store.holder(ID, LABEL_REJECTED), None);
+        assert_eq!(Rig::kinds(&r), [AlertKind::Applied]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quarantine_is_alerted_once_per_series_and_cleared_by_a_new_token() {
+        let (rig, _) = Rig::applied("2027-11-20", "2026-12-06T00:00:00Z").await;
+        *rig.entra.status.lock().unwrap() = Some("Quarantine".into());
+        // No new token: alerted, the job left alone.
+        let r = rig.sync("2026-12-07T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Unchanged, "{}", r.result.message);
+        assert_eq!(r.result.job_status.as_deref(), Some("Quarantine"));
+        assert!(!r.result.quarantine_cleared);
+        assert_eq!(Rig::kinds(&r), [AlertKind::Quarantine]);
+        assert!(!rig.entra.calls().contains(&"start".to_owned()), "no new token: the job is left alone");
+        // The same series (same start) is not announced again.
+        assert!(Rig::kinds(&rig.sync("2026-12-08T00:00:00Z").await).is_empty());
+        // A new token: applied, and the quarantine cleared by starting the job.
+        rig.entra.accept("tok-2");
+        rig.store.put(ID, "tok-2", at("2026-12-09T00:00:00Z"));
+        let r = rig.sync("2026-12-09T00:00:00Z").await;
+        assert_eq!(r.result.outcome, Outcome::Applied, "{}", r.result.message);
+        assert!(r.result.quarantine_cleared);
+        assert!(rig.entra.calls().contains(&"start".to_owned()));
+        assert_eq!(rig.entra.status.lock().unwrap().as_deref(), Some("Active"));
+    }
+
     /// A run that starts while another is still applying the first token
     /// finds it applied with no notice recorded: it takes part in the claim
     /// instead of re-sending at once, so exactly one notice goes out.

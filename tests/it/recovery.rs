@@ -1,26 +1,18 @@
 //! Crash recovery, races, the deadline, and undeliverable alerts.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::renew::{Outcome, Step, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;
 
 /// A world whose first token is applied and a second token waits.
 async fn pending(name: &str) -> (World, String, String, String) {
-    let w = World::new(name).await;
-    let old = w.token("old");
-    w.sim.accept_token(&old);
-    w.put(&json!({"token": old, "expires_at": "2099-01-01"}).to_string()).await;
-    assert_eq!(w.sync().await.results[0].outcome, Outcome::Applied);
-    let new = w.token("new");
-    w.sim.accept_token(&new);
-    let v2 = w.put(&json!({"token": new, "expires_at": "2099-06-01"}).to_string()).await;
+    let (w, old, _) = World::with_applied(name, "2099-01-01", None).await;
+    let (new, v2) = w.put_token("new", "2099-06-01").await;
     (w, old, new, v2)
 }
 

@@ -20,6 +20,7 @@ use scim_relay::graph::RetryPolicy;
 use scim_relay::handler::{decode, Decoded};
 use scim_relay::ports::{Notifier, SecretStore};
 use scim_relay::relay::{Relay, RunReport};
+use scim_relay::renew::Outcome;
 use serde_json::Value;
 
 pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
@@ -193,6 +194,21 @@ impl World {
         w
     }
 
+    /// A world whose target holds an applied token: a token labelled
+    /// `first`, stored as `{"token", "expires_at"}` and applied by one sync,
+    /// with the clock `days_left` days before `expires_at` (None: now).
+    /// Returns (world, token, version); the simulator's request log starts
+    /// empty after the apply.
+    pub async fn with_applied(name: &str, expires_at: &str, days_left: Option<f64>) -> (World, String, String) {
+        let w = Self::new(name).await;
+        if let Some(days) = days_left {
+            w.set_days_before(expires_at, days);
+        }
+        let (t, v) = w.apply_token("first", expires_at).await;
+        w.sim.clear_requests();
+        (w, t, v)
+    }
+
     pub async fn with_targets(name: &str, n: usize) -> World {
         init_logging();
         let sim = Sim::start(SimConfig {
@@ -291,6 +307,29 @@ impl World {
 
     pub async fn put_to(&self, id: &str, value: &str) -> String {
         self.sm.put_secret_value().secret_id(id).secret_string(value).send().await.unwrap().version_id.unwrap()
+    }
+
+    /// Stores a new token (one Entra accepts) as `{"token", "expires_at"}`
+    /// in the first target. Returns (token, version).
+    pub async fn put_token(&self, label: &str, expires_at: &str) -> (String, String) {
+        self.put_token_to(self.id(), label, expires_at).await
+    }
+
+    /// Like [`World::put_token`], in target `id`.
+    pub async fn put_token_to(&self, id: &str, label: &str, expires_at: &str) -> (String, String) {
+        let t = self.token(label);
+        self.sim.accept_token(&t);
+        let v = self.put_to(id, &serde_json::json!({"token": t, "expires_at": expires_at}).to_string()).await;
+        (t, v)
+    }
+
+    /// Stores a new token in the first target and applies it with one sync
+    /// (asserting that it was applied). Returns (token, version).
+    pub async fn apply_token(&self, label: &str, expires_at: &str) -> (String, String) {
+        let (t, v) = self.put_token(label, expires_at).await;
+        let r = self.sync().await;
+        assert_eq!(r.results[0].outcome, Outcome::Applied, "{}", r.results[0].message);
+        (t, v)
     }
 
     /// Runs one invocation as the Lambda handler would, from a JSON payload.

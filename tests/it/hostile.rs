@@ -3,11 +3,9 @@
 //! clear error, changes nothing (no Entra write, no label move), and never
 //! panics. Property tests cover the secret-value parser and the event decoder.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use proptest::prelude::*;
 use scim_relay::config::Defaults;

@@ -10,18 +10,16 @@
 //! (the fault proxy in front of moto): moto's own answer, then STS-shaped
 //! answers injected by the proxy (disabled feature, access denied, a token).
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use async_trait::async_trait;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, KeyPair as _, RsaKeyPair};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use entra_sim::{FederatedCredential, IssuerKey, Route};
 use jiff::Timestamp;
 use scim_relay::alert::AlertKind;
@@ -89,12 +87,6 @@ async fn certificate_world(name: &str, cert: &TestCert, upload: bool) -> World {
     w
 }
 
-async fn put_token(w: &World, id: &str, label: &str) {
-    let t = w.token(label);
-    w.sim.accept_token(&t);
-    w.put_to(id, &json!({"token": t, "expires_at": TOKEN_EXPIRY}).to_string()).await;
-}
-
 fn token_requests(w: &World) -> Vec<entra_sim::Recorded> {
     w.sim.requests().into_iter().filter(|r| r.route == Some(Route::Token)).collect()
 }
@@ -130,7 +122,7 @@ fn assert_no_key_material(w: &World, cert: &TestCert) {
 async fn certificate_sign_in_applies_a_token_end_to_end() {
     let cert = TestCert::new("2031-01-01");
     let w = certificate_world("certok", &cert, true).await;
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let relay = w.relay();
     let r = run(&w, &relay).await;
     let res = &r.results[0];
@@ -170,7 +162,7 @@ async fn refused_certificates_fail_naming_the_setting_and_change_nothing() {
 
     // Not uploaded to the app registration (the thumbprint matches nothing).
     let w = certificate_world("certnotup", &cert, false).await;
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let res = &w.sync().await.results[0];
     assert_eq!(res.outcome, Outcome::Failed);
     for want in ["ENTRA_CERTIFICATE_SECRET_ID", "AADSTS700027", "not registered", "invalid_client"] {
@@ -186,7 +178,7 @@ async fn refused_certificates_fail_naming_the_setting_and_change_nothing() {
     // Another certificate is uploaded: a wrong thumbprint.
     let w = certificate_world("certwrong", &cert, false).await;
     w.sim.add_certificate(&TestCert::new("2031-01-01").der);
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let res = &w.sync().await.results[0];
     assert!(
         res.message.contains("AADSTS700027") && res.message.contains("ENTRA_CERTIFICATE_SECRET_ID"),
@@ -204,7 +196,7 @@ async fn refused_certificates_fail_naming_the_setting_and_change_nothing() {
         .send()
         .await
         .unwrap();
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let res = &w.sync().await.results[0];
     assert_eq!(res.outcome, Outcome::Failed);
     assert!(
@@ -218,7 +210,7 @@ async fn refused_certificates_fail_naming_the_setting_and_change_nothing() {
     // Entra's clock an hour ahead of ours: the assertion has expired there.
     let w = certificate_world("certskew", &cert, true).await;
     w.sim.set_clock_offset(3600);
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let res = &w.sync().await.results[0];
     assert!(
         res.message.contains("AADSTS700024") && res.message.contains("ENTRA_CERTIFICATE_SECRET_ID"),
@@ -231,7 +223,7 @@ async fn refused_certificates_fail_naming_the_setting_and_change_nothing() {
     // An expired certificate is refused before anything is sent.
     let old = TestCert::new("2024-06-01");
     let w = certificate_world("certold", &old, true).await;
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let res = &w.sync().await.results[0];
     assert!(
         res.message.contains("expired on 2024-06-01") && res.message.contains("ENTRA_CERTIFICATE_SECRET_ID"),
@@ -312,7 +304,7 @@ async fn run(w: &World, relay: &Relay) -> RunReport {
 async fn federated_sign_in_with_an_injected_token_source() {
     let sts = Arc::new(FakeSts::new(ROLE));
     let w = federated_world("fedok", &sts).await;
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let relay = federated_relay(&w, &sts);
     let r = run(&w, &relay).await;
     assert_eq!(r.results[0].outcome, Outcome::Applied, "{}", r.results[0].message);
@@ -332,7 +324,7 @@ async fn federated_wrong_audience_or_subject_is_refused() {
     let sts = Arc::new(FakeSts::new(ROLE));
     let mut w = federated_world("fedaud", &sts).await;
     w.env.insert("ENTRA_FEDERATED_AUDIENCE".into(), "api://scim-relay".into());
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let res = run(&w, &federated_relay(&w, &sts)).await.results.remove(0);
     assert_eq!(res.outcome, Outcome::Failed);
     for want in ["AADSTS700212", "ENTRA_FEDERATED_AUDIENCE (api://scim-relay)", "federated identity credential"] {
@@ -343,7 +335,7 @@ async fn federated_wrong_audience_or_subject_is_refused() {
     // Another role (the credential's subject names the function's role).
     let other = Arc::new(FakeSts::new("arn:aws:iam::123456789012:role/someone-else"));
     let w = federated_world("fedsub", &other).await;
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     let res = run(&w, &federated_relay(&w, &other)).await.results.remove(0);
     assert_eq!(res.outcome, Outcome::Failed);
     assert!(res.message.contains("AADSTS700213") && res.message.contains("someone-else"), "{}", res.message);
@@ -362,7 +354,7 @@ async fn the_real_sts_adapter_through_the_aws_endpoint() {
     use entra_sim::Fault;
     let sts = Arc::new(FakeSts::new(ROLE));
     let w = federated_world("fedsts", &sts).await;
-    put_token(&w, w.id(), "t").await;
+    w.put_token("t", TOKEN_EXPIRY).await;
     // The real adapter, on the same AWS endpoint as the rest: the fault
     // proxy in front of moto.
     let relay = w.relay().with_web_identity(Arc::new(StsWebIdentity::new(&w.relay_aws)));
@@ -416,7 +408,7 @@ async fn the_real_sts_adapter_through_the_aws_endpoint() {
 async fn applied(w: &World) {
     w.set_days_before(CREDENTIAL_EXPIRY, 100.0);
     for id in &w.secret_ids {
-        put_token(w, id, &format!("t-{}", id.rsplit('/').next().unwrap())).await;
+        w.put_token_to(id, &format!("t-{}", id.rsplit('/').next().unwrap()), TOKEN_EXPIRY).await;
     }
     let r = w.sync().await;
     assert!(r.results.iter().all(|x| x.outcome == Outcome::Applied), "{:?}", r.results);

@@ -3,13 +3,11 @@
 //! consumed by the same function. Real moto_server (Secrets Manager, SNS,
 //! SQS), the Entra simulator, the real adapters.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use scim_relay::aws::SqsQueue;
 use scim_relay::fleet::run_queue_batch;
 use scim_relay::handler::{decode, Decoded};
@@ -387,7 +385,7 @@ async fn discovery_and_fan_out_through_the_real_binary() {
 /// Not a check, a measurement for BENCHMARKS.md ("the ceiling per mode"):
 /// one fan-out invocation of the real binary, a batch of 5 targets holding
 /// new tokens, with every Graph call taking 3 s (as validateCredentials does
-/// through Entra to Apple). Run: cargo test --test fleet measure -- --ignored --nocapture
+/// through Entra to Apple). Run: cargo test --test it fleet::measure -- --ignored --nocapture
 #[tokio::test]
 #[ignore = "a measurement (about 20 s), not a check"]
 async fn measure_one_queue_batch_with_3s_graph_calls() {

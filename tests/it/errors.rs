@@ -3,9 +3,7 @@
 //! the Entra simulator), has a stable `errorType` and an `errorMessage` that
 //! says what failed and what to do. Never a Rust type path.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::invocation_error::InvocationError;
 use serde_json::{json, Value};

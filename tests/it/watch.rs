@@ -1,9 +1,7 @@
 //! Triggers, expiry watch and job health, end to end against moto_server and
 //! the Entra simulator, with a controllable clock.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::alert::AlertKind;
 use scim_relay::handler::Decoded;
@@ -12,16 +10,6 @@ use scim_relay::renew::Outcome;
 use serde_json::{json, Value};
 
 const EXPIRY: &str = "2030-06-30T00:00:00Z";
-
-async fn applied_with_expiry(name: &str) -> World {
-    let w = World::new(name).await;
-    w.set_days_before(EXPIRY, 100.0);
-    let t = w.token("live");
-    w.sim.accept_token(&t);
-    w.put(&json!({"token": t, "expires_at": EXPIRY}).to_string()).await;
-    assert_eq!(w.sync().await.results[0].outcome, Outcome::Applied);
-    w
-}
 
 fn kinds(r: &scim_relay::relay::RunReport) -> Vec<AlertKind> {
     r.results.iter().flat_map(|r| r.alerts.clone()).collect()
@@ -133,7 +121,7 @@ async fn secret_update_event_applies_that_secret_only_and_own_labels_do_not_loop
 
 #[tokio::test]
 async fn expiring_alerts_once_per_threshold_across_many_runs() {
-    let w = applied_with_expiry("thresholds").await;
+    let w = World::with_applied("thresholds", EXPIRY, Some(100.0)).await.0;
     let mut sent = Vec::new();
     // Several runs a day, from 40 days left down to the last day.
     for days in [40.0, 35.5, 30.0, 29.9, 29.0, 20.0, 14.0, 13.5, 10.0, 7.0, 6.9, 5.0, 3.0, 2.5, 1.0, 0.5, 0.1] {
@@ -159,7 +147,7 @@ async fn expiring_alerts_once_per_threshold_across_many_runs() {
 
 #[tokio::test]
 async fn a_smaller_warning_window_skips_outer_thresholds() {
-    let mut w = applied_with_expiry("window").await;
+    let mut w = World::with_applied("window", EXPIRY, Some(100.0)).await.0;
     w.env.insert("EXPIRY_WARNING_DAYS".into(), "10".into());
     let mut sent = Vec::new();
     for days in [20.0, 14.0, 9.0, 7.0, 3.0] {
@@ -174,7 +162,7 @@ async fn a_smaller_warning_window_skips_outer_thresholds() {
 
 #[tokio::test]
 async fn expired_alerts_once_a_day() {
-    let w = applied_with_expiry("expired").await;
+    let w = World::with_applied("expired", EXPIRY, Some(100.0)).await.0;
     let mut per_day = Vec::new();
     for hours_after in [1, 5, 23, 25, 30, 49] {
         let at: jiff::Timestamp = EXPIRY.parse().unwrap();
@@ -191,7 +179,7 @@ async fn expired_alerts_once_a_day() {
 
 #[tokio::test]
 async fn a_rejected_newer_version_does_not_silence_the_warning() {
-    let w = applied_with_expiry("stillwarn").await;
+    let w = World::with_applied("stillwarn", EXPIRY, Some(100.0)).await.0;
     w.set_days_before(EXPIRY, 20.0);
     let bad = w.token("refused");
     w.put(&bad).await;
@@ -204,12 +192,10 @@ async fn a_rejected_newer_version_does_not_silence_the_warning() {
 
 #[tokio::test]
 async fn a_new_token_resets_the_thresholds() {
-    let w = applied_with_expiry("reset").await;
+    let w = World::with_applied("reset", EXPIRY, Some(100.0)).await.0;
     w.set_days_before(EXPIRY, 10.0);
     assert_eq!(kinds(&w.sync().await), [AlertKind::Expiring]);
-    let next = w.token("next");
-    w.sim.accept_token(&next);
-    w.put(&json!({"token": next, "expires_at": "2031-06-30"}).to_string()).await;
+    w.put_token("next", "2031-06-30").await;
     assert_eq!(kinds(&w.sync().await), [AlertKind::Applied]);
     w.now.store(
         "2031-06-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second(),
@@ -222,7 +208,7 @@ async fn a_new_token_resets_the_thresholds() {
 
 #[tokio::test]
 async fn quarantine_alert_once_per_series() {
-    let w = applied_with_expiry("qseries").await;
+    let w = World::with_applied("qseries", EXPIRY, Some(100.0)).await.0;
     w.sim.set_job_status(SP, JOB, "Quarantine", Some("EncounteredQuarantineException"));
     let r = w.sync().await;
     assert_eq!(r.results[0].job_status.as_deref(), Some("Quarantine"));

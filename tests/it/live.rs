@@ -2,11 +2,9 @@
 //! Connection on the credentials Entra holds, end to end against moto_server
 //! and the Entra simulator.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::alert::AlertKind;
 use scim_relay::relay::RunReport;
@@ -21,14 +19,8 @@ async fn renewed(name: &str, live_check: &str) -> (World, String, String) {
     let mut w = World::new(name).await;
     w.env.insert("SCIM_RELAY_LIVE_CHECK".into(), live_check.into());
     w.set_days_before(EXPIRY, 300.0);
-    let old = w.token("old");
-    let new = w.token("new");
-    w.sim.accept_token(&old);
-    w.sim.accept_token(&new);
-    w.put(&json!({"token": old, "expires_at": "2030-01-01"}).to_string()).await;
-    assert_eq!(w.sync().await.results[0].outcome, Outcome::Applied);
-    let v = w.put(&json!({"token": new, "expires_at": EXPIRY}).to_string()).await;
-    assert_eq!(w.sync().await.results[0].outcome, Outcome::Applied);
+    w.apply_token("old", "2030-01-01").await;
+    let (new, v) = w.apply_token("new", EXPIRY).await;
     (w, v, new)
 }
 
@@ -73,13 +65,9 @@ fn scheduled() -> Value {
 async fn renewed_binary(name: &str, live_check: &str) -> (World, String, String) {
     let mut w = World::new(name).await;
     w.env.insert("SCIM_RELAY_LIVE_CHECK".into(), live_check.into());
-    let old = w.token("old");
-    let new = w.token("new");
-    w.sim.accept_token(&old);
-    w.sim.accept_token(&new);
-    w.put(&json!({"token": old, "expires_at": "2029-01-01"}).to_string()).await;
+    w.put_token("old", "2029-01-01").await;
     assert_eq!(w.invoke_binary(scheduled()).await.outcomes(), ["applied"]);
-    let v = w.put(&json!({"token": new, "expires_at": EXPIRY}).to_string()).await;
+    let (new, v) = w.put_token("new", EXPIRY).await;
     assert_eq!(w.invoke_binary(scheduled()).await.outcomes(), ["applied"]);
     (w, v, new)
 }
@@ -187,9 +175,7 @@ async fn a_new_token_applied_closes_the_series() {
     w.sim.refuse_token(&new);
     assert_eq!(alert_kinds(&w.invoke_binary(scheduled()).await), ["live_token_refused"]);
     // The admin follows the alert: a new token, stored and applied.
-    let fresh = w.token("fresh");
-    w.sim.accept_token(&fresh);
-    let v3 = w.put(&json!({"token": fresh, "expires_at": EXPIRY}).to_string()).await;
+    let (_, v3) = w.put_token("fresh", EXPIRY).await;
     let inv = w.invoke_binary(scheduled()).await;
     assert_eq!(inv.outcomes(), ["applied"]);
     assert_eq!(alert_kinds(&inv), ["applied"]);

@@ -1,11 +1,9 @@
 //! The apply path end to end: real moto_server (Secrets Manager + SNS), the
 //! Entra simulator, the real AWS and Graph adapters. One scenario a test.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::renew::{Outcome, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;
@@ -14,17 +12,8 @@ fn outcome(r: &scim_relay::relay::RunReport) -> Outcome {
     r.results[0].outcome
 }
 
-/// A world whose first token is applied, returning (world, token, version).
-async fn with_applied(name: &str) -> (World, String, String) {
-    let w = World::new(name).await;
-    let t = w.token("first");
-    w.sim.accept_token(&t);
-    let v = w.put(&json!({"token": t, "expires_at": "2099-11-20"}).to_string()).await;
-    let r = w.sync().await;
-    assert_eq!(outcome(&r), Outcome::Applied, "{:?}", r.results[0].message);
-    w.sim.clear_requests();
-    (w, t, v)
-}
+/// The token every "applied" world starts from expires on this day.
+const FIRST_EXPIRY: &str = "2099-11-20";
 
 #[tokio::test]
 async fn applied() {
@@ -77,7 +66,7 @@ async fn explicit_expiry_and_tenant_url_from_the_secret() {
 
 #[tokio::test]
 async fn unchanged_on_rerun() {
-    let (w, t, v) = with_applied("unchanged").await;
+    let (w, t, v) = World::with_applied("unchanged", FIRST_EXPIRY, None).await;
     let reads = || w.proxy.calls().iter().filter(|c| *c == "secretsmanager.GetSecretValue").count();
     w.proxy.clear_calls();
     let r = w.sync().await;
@@ -113,7 +102,7 @@ async fn unchanged_on_rerun() {
 
 #[tokio::test]
 async fn rejected_leaves_entra_untouched_and_is_not_retried_until_forced() {
-    let (w, old, old_v) = with_applied("rejected").await;
+    let (w, old, old_v) = World::with_applied("rejected", FIRST_EXPIRY, None).await;
     let bad = w.token("refused");
     let bad_v = w.put(&bad).await;
     let r = w.sync().await;
@@ -185,7 +174,7 @@ async fn local_rejections_make_no_entra_call() {
 
 #[tokio::test]
 async fn rolled_back_restores_the_previous_token() {
-    let (w, old, old_v) = with_applied("rollback").await;
+    let (w, old, old_v) = World::with_applied("rollback", FIRST_EXPIRY, None).await;
     let new = w.token("breaks-when-saved");
     w.sim.accept_token(&new);
     w.sim.set_break_saved_after_put(true);
@@ -359,7 +348,7 @@ async fn job_auto_detection() {
 
 #[tokio::test]
 async fn check_writes_nothing_anywhere() {
-    let (w, _old, _) = with_applied("check").await;
+    let (w, _old, _) = World::with_applied("check", FIRST_EXPIRY, None).await;
     let new = w.token("pending");
     w.sim.accept_token(&new);
     w.put(&new).await;
@@ -386,7 +375,7 @@ async fn check_writes_nothing_anywhere() {
 
 #[tokio::test]
 async fn validate_tests_the_saved_credentials_only() {
-    let (w, _old, _) = with_applied("validate").await;
+    let (w, _old, _) = World::with_applied("validate", FIRST_EXPIRY, None).await;
     let r = w.invoke(json!({"action": "validate", "secret_id": w.id()})).await.unwrap();
     assert_eq!(outcome(&r), Outcome::Checked, "{}", r.results[0].message);
     let bodies: Vec<String> = w
@@ -403,7 +392,7 @@ async fn validate_tests_the_saved_credentials_only() {
 
 #[tokio::test]
 async fn dry_run_writes_nothing() {
-    let (w, old, _) = with_applied("dryrun").await;
+    let (w, old, _) = World::with_applied("dryrun", FIRST_EXPIRY, None).await;
     let new = w.token("new");
     w.sim.accept_token(&new);
     w.put(&new).await;

@@ -5,9 +5,7 @@
 //! and the Entra simulator, which records every BaseAddress it was asked to
 //! test or save.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::renew::{Outcome, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::{json, Value};

@@ -5,12 +5,10 @@
 //! converge on the next run once the fault clears, with exactly one
 //! `applied` alert. The table is in docs/FAULTS.md.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_sim::{Fault, Route};
 use scim_relay::renew::{Outcome, Step, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;
@@ -72,16 +70,11 @@ async fn run_case(case: &Case, kind: Kind) {
     if case.auto_job {
         w.env.remove("ENTRA_JOB_ID");
     }
-    let old = w.token("old");
-    w.sim.accept_token(&old);
-    w.put(&json!({"token": old, "expires_at": "2099-01-01"}).to_string()).await;
-    assert_eq!(w.sync().await.results[0].outcome, Outcome::Applied);
+    let (old, _) = w.apply_token("old", "2099-01-01").await;
     if case.quarantine {
         w.sim.set_job_status(SP, JOB, "Quarantine", Some("EncounteredQuarantineException"));
     }
-    let new = w.token("new");
-    w.sim.accept_token(&new);
-    let v2 = w.put(&json!({"token": new, "expires_at": "2099-06-01"}).to_string()).await;
+    let (new, v2) = w.put_token("new", "2099-06-01").await;
 
     let f = fault(kind);
     let mut relay = w.relay();
