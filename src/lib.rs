@@ -17,13 +17,3 @@
 pub mod adapters;
 pub mod core;
 pub mod lambda;
-
-// The flat paths of before the layers, kept for the tests during the move.
-pub use crate::adapters::{auth, aws, graph};
-pub use crate::core::{alert, config, credential_watch, ports, renew, seal, secret_value, types};
-pub use crate::lambda::{handler, invocation_error, metrics, panic, relay};
-/// Fleet discovery and fan-out (core) with the consumer of fan-out messages (edge).
-pub mod fleet {
-    pub use crate::core::fleet::*;
-    pub use crate::lambda::queue::*;
-}

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use crate::common::*;
 use entra_sim::{Fault, Route};
-use scim_relay::renew::{Outcome, LABEL_APPLIED, LABEL_REJECTED};
+use scim_relay::core::renew::{Outcome, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;
 
-fn outcome(r: &scim_relay::relay::RunReport) -> Outcome {
+fn outcome(r: &scim_relay::lambda::relay::RunReport) -> Outcome {
     r.results[0].outcome
 }
 
@@ -370,7 +370,7 @@ async fn check_writes_nothing_anywhere() {
         .requests()
         .iter()
         .any(|q| q.route == Some(Route::ValidateCredentials) && !q.body.contains("\"useSavedCredentials\":true")));
-    assert_eq!(res.live_token, Some(scim_relay::renew::LiveToken::Passed));
+    assert_eq!(res.live_token, Some(scim_relay::core::renew::LiveToken::Passed));
 }
 
 #[tokio::test]

@@ -22,11 +22,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use entra_sim::{FederatedCredential, IssuerKey, Route};
 use jiff::Timestamp;
-use scim_relay::alert::AlertKind;
-use scim_relay::auth::{StsWebIdentity, WebIdentityError, WebIdentitySource};
-use scim_relay::credential_watch::{TAG_CREDENTIAL_EXPIRED_ALERTED, TAG_CREDENTIAL_EXPIRY_WARNED};
-use scim_relay::relay::{Relay, RunReport};
-use scim_relay::renew::{Outcome, LABEL_REJECTED};
+use scim_relay::adapters::auth::{StsWebIdentity, WebIdentityError, WebIdentitySource};
+use scim_relay::core::alert::AlertKind;
+use scim_relay::core::credential_watch::{TAG_CREDENTIAL_EXPIRED_ALERTED, TAG_CREDENTIAL_EXPIRY_WARNED};
+use scim_relay::core::renew::{Outcome, LABEL_REJECTED};
+use scim_relay::lambda::relay::{Relay, RunReport};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 

@@ -14,13 +14,13 @@ use aws_sdk_secretsmanager::config::Credentials;
 use entra_sim::aws_proxy::AwsProxy;
 use entra_sim::{Sim, SimConfig};
 use jiff::Timestamp;
-use scim_relay::aws::{AwsSecretStore, SnsNotifier};
-use scim_relay::config::Defaults;
-use scim_relay::graph::RetryPolicy;
-use scim_relay::handler::{decode, Decoded};
-use scim_relay::ports::{Notifier, SecretStore};
-use scim_relay::relay::{Relay, RunReport};
-use scim_relay::renew::Outcome;
+use scim_relay::adapters::aws::{AwsSecretStore, SnsNotifier};
+use scim_relay::adapters::graph::RetryPolicy;
+use scim_relay::core::config::Defaults;
+use scim_relay::core::ports::{Notifier, SecretStore};
+use scim_relay::core::renew::Outcome;
+use scim_relay::lambda::handler::{decode, Decoded};
+use scim_relay::lambda::relay::{Relay, RunReport};
 use serde_json::Value;
 
 pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
@@ -342,7 +342,7 @@ impl World {
         let req = match decode(&payload, &relay.defaults).map_err(|e| e.to_string())? {
             Decoded::Run(req) => req,
             Decoded::Ignore(why) => return Err(format!("ignored: {why}")),
-            Decoded::Queue(_) => return Err("an SQS event: use scim_relay::fleet::run_queue_batch".into()),
+            Decoded::Queue(_) => return Err("an SQS event: use scim_relay::lambda::queue::run_queue_batch".into()),
         };
         let deadline = tokio::time::Instant::now() + time_left;
         let report = relay.run(&req, Some(deadline)).await;

@@ -5,7 +5,7 @@
 
 use crate::common::*;
 use entra_sim::{Fault, Route};
-use scim_relay::invocation_error::InvocationError;
+use scim_relay::lambda::invocation_error::InvocationError;
 use serde_json::{json, Value};
 
 /// What every error document must be: a known type, no Rust path, and a

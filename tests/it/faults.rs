@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use entra_sim::{Fault, Route};
-use scim_relay::renew::{Outcome, Step, LABEL_APPLIED, LABEL_REJECTED};
+use scim_relay::core::renew::{Outcome, Step, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;
 
 #[derive(Clone, Copy, Debug)]

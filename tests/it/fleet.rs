@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use scim_relay::aws::SqsQueue;
-use scim_relay::fleet::run_queue_batch;
-use scim_relay::handler::{decode, Decoded};
-use scim_relay::relay::Relay;
-use scim_relay::renew::{Outcome, LABEL_APPLIED};
+use scim_relay::adapters::aws::SqsQueue;
+use scim_relay::core::renew::{Outcome, LABEL_APPLIED};
+use scim_relay::lambda::handler::{decode, Decoded};
+use scim_relay::lambda::queue::run_queue_batch;
+use scim_relay::lambda::relay::Relay;
 use serde_json::{json, Value};
 
 /// `n` targets holding new tokens, named by prefix only (no SCIM_RELAY_SECRET_IDS).
@@ -259,7 +259,7 @@ async fn a_failed_queue_message_is_retried_alone_and_foreign_events_are_refused(
     assert_eq!(out.failed_messages, ["m2", "m3", "m4"]);
     assert_eq!(out.report.results.iter().filter(|r| r.outcome == Outcome::Applied).count(), 2);
     assert_eq!(
-        scim_relay::fleet::batch_response(&out.failed_messages),
+        scim_relay::lambda::queue::batch_response(&out.failed_messages),
         json!({"batchItemFailures": [{"itemIdentifier": "m2"}, {"itemIdentifier": "m3"}, {"itemIdentifier": "m4"}]})
     );
 
@@ -288,11 +288,11 @@ async fn what_a_run_does_not_reach_is_first_next_time() {
         Some(entra_sim::Fault::Slow(Duration::from_millis(250))),
     );
     let relay = w.relay();
-    let split = |r: &scim_relay::relay::RunReport| {
+    let split = |r: &scim_relay::lambda::relay::RunReport| {
         let (mut reached, mut unreached) = (Vec::new(), Vec::new());
         for x in &r.results {
             match x.failed_step {
-                Some(scim_relay::renew::Step::Deadline) => unreached.push(x.secret_id.clone()),
+                Some(scim_relay::core::renew::Step::Deadline) => unreached.push(x.secret_id.clone()),
                 _ => reached.push(x.secret_id.clone()),
             }
         }

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, HashMap};
 use crate::common::*;
 use entra_sim::{Fault, Route};
 use proptest::prelude::*;
-use scim_relay::config::Defaults;
-use scim_relay::handler::decode;
-use scim_relay::renew::{Outcome, LABEL_APPLIED};
-use scim_relay::secret_value::SecretValue;
-use scim_relay::types::SecretId;
+use scim_relay::core::config::Defaults;
+use scim_relay::core::renew::{Outcome, LABEL_APPLIED};
+use scim_relay::core::secret_value::SecretValue;
+use scim_relay::core::types::SecretId;
+use scim_relay::lambda::handler::decode;
 use serde_json::{json, Value};
 
 /// Counts the corpus as it runs (the closing note reports it).
@@ -268,7 +268,7 @@ async fn malformed_graph_answers_fail_cleanly() {
         assert!(res.message.contains(why), "{why}: {}", res.message);
         assert_eq!(w.entra_writes(), 0, "{why}");
         assert_eq!(w.version_with(LABEL_APPLIED).await, None, "{why}");
-        assert_eq!(w.version_with(scim_relay::renew::LABEL_REJECTED).await, None, "{why}: never rejected");
+        assert_eq!(w.version_with(scim_relay::core::renew::LABEL_REJECTED).await, None, "{why}: never rejected");
         w.assert_no_leaks();
     }
     counted("malformed Graph answers", n);
@@ -382,8 +382,8 @@ proptest! {
     #[test]
     fn decoder_never_panics(event in json_value()) {
         let d = defaults();
-        if let Ok(scim_relay::handler::Decoded::Run(req)) = decode(&event, &d) {
-            if let scim_relay::relay::Targets::One(id) = req.targets {
+        if let Ok(scim_relay::lambda::handler::Decoded::Run(req)) = decode(&event, &d) {
+            if let scim_relay::lambda::relay::Targets::One(id) = req.targets {
                 prop_assert!(d.secret_ids.contains(&id));
             }
         }

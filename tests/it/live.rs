@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 
 use crate::common::*;
 use entra_sim::{Fault, Route};
-use scim_relay::alert::AlertKind;
-use scim_relay::relay::RunReport;
-use scim_relay::renew::{LiveToken, Outcome};
+use scim_relay::core::alert::AlertKind;
+use scim_relay::core::renew::{LiveToken, Outcome};
+use scim_relay::lambda::relay::RunReport;
 use serde_json::{json, Value};
 
 const EXPIRY: &str = "2030-06-30T00:00:00Z";
@@ -30,7 +30,7 @@ fn kinds(r: &RunReport) -> Vec<AlertKind> {
 
 /// The `LiveTokenValid` value the run's EMF line for the first target carries.
 fn live_metric(r: &RunReport) -> Option<i64> {
-    let lines = scim_relay::metrics::emf_lines(r, 0, 1_700_000_000_000);
+    let lines = scim_relay::lambda::metrics::emf_lines(r, 0, 1_700_000_000_000);
     let first: Value = serde_json::from_str(&lines[0]).unwrap();
     first.get("LiveTokenValid").and_then(Value::as_i64)
 }

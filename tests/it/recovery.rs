@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use entra_sim::{Fault, Route};
-use scim_relay::renew::{Outcome, Step, LABEL_APPLIED, LABEL_REJECTED};
+use scim_relay::core::renew::{Outcome, Step, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::json;
 
 /// A world whose first token is applied and a second token waits.
@@ -40,9 +40,9 @@ async fn a_crash_after_any_step_is_finished_by_the_next_run() {
                 panic!("simulated crash after {reached:?}");
             }
         }));
-        let req = scim_relay::relay::RunRequest {
-            action: scim_relay::renew::Action::Sync,
-            targets: scim_relay::relay::Targets::All,
+        let req = scim_relay::lambda::relay::RunRequest {
+            action: scim_relay::core::renew::Action::Sync,
+            targets: scim_relay::lambda::relay::Targets::All,
             opts: Default::default(),
         };
         let task = tokio::spawn(async move { relay.run(&req, None).await });

@@ -1,5 +1,5 @@
 //! The deployment template (`template.yaml`) checked against the binary it
-//! deploys: the environment it sets is what `scim_relay::config` reads (and
+//! deploys: the environment it sets is what `scim_relay::core::config` reads (and
 //! parses), the token rule only matches AWSCURRENT on the target secrets, the
 //! IAM role covers exactly the target secrets, the client-secret secret, the
 //! alert topic and the optional KMS key, the alarms and the dashboard watch
@@ -14,10 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use scim_relay::config::{Defaults, ENV_CONCURRENCY, ENV_GRAPH_ENDPOINT, ENV_LOGIN_ENDPOINT, ENV_VARS};
-use scim_relay::handler::{decode, Decoded};
-use scim_relay::relay::{RunReport, Targets};
-use scim_relay::renew::{Outcome, TargetResult};
+use scim_relay::core::config::{Defaults, ENV_CONCURRENCY, ENV_GRAPH_ENDPOINT, ENV_LOGIN_ENDPOINT, ENV_VARS};
+use scim_relay::core::renew::{Outcome, TargetResult};
+use scim_relay::lambda::handler::{decode, Decoded};
+use scim_relay::lambda::relay::{RunReport, Targets};
 use serde_json::{json, Map, Value as Json};
 use serde_norway::Value as Yaml;
 
@@ -692,7 +692,7 @@ fn tagging_is_limited_to_the_status_tags_the_function_writes() {
     let allowed: BTreeSet<String> =
         strings(&st["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]).into_iter().collect();
     assert_eq!(allowed, written, "the TagResource condition must list exactly the tags src/core/renew.rs writes");
-    for config_tag in scim_relay::config::LEGACY_SETTING_TAGS {
+    for config_tag in scim_relay::core::config::LEGACY_SETTING_TAGS {
         assert!(!allowed.contains(*config_tag), "the function must not be able to write {config_tag}");
     }
     // On its own credential secret, only the two credential-watch tags.
@@ -700,8 +700,8 @@ fn tagging_is_limited_to_the_status_tags_the_function_writes() {
     let allowed: BTreeSet<String> =
         strings(&st["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]).into_iter().collect();
     let watch: BTreeSet<String> = [
-        scim_relay::credential_watch::TAG_CREDENTIAL_EXPIRY_WARNED,
-        scim_relay::credential_watch::TAG_CREDENTIAL_EXPIRED_ALERTED,
+        scim_relay::core::credential_watch::TAG_CREDENTIAL_EXPIRY_WARNED,
+        scim_relay::core::credential_watch::TAG_CREDENTIAL_EXPIRED_ALERTED,
     ]
     .iter()
     .map(|t| t.to_string())
@@ -833,15 +833,15 @@ fn emitted_metrics(function_name: &str) -> BTreeSet<MetricKey> {
     for (i, outcome) in [Outcome::Unchanged, Outcome::Applied, Outcome::Failed].into_iter().enumerate() {
         let mut r = TargetResult::new(&format!("scim-relay/t{i}"), outcome, "");
         r.days_left = Some(12);
-        r.live_token = Some(scim_relay::renew::LiveToken::Passed);
+        r.live_token = Some(scim_relay::core::renew::LiveToken::Passed);
         results.push(r);
     }
     let report = RunReport { results, undelivered: vec!["expiring for scim-relay/t0: boom".into()], fanned_out: None };
     let mut out = BTreeSet::new();
-    for line in scim_relay::metrics::emf_lines_for(function_name, &report, 0, 1_700_000_000_000) {
+    for line in scim_relay::lambda::metrics::emf_lines_for(function_name, &report, 0, 1_700_000_000_000) {
         let v: Json = serde_json::from_str(&line).expect("EMF is JSON");
         for d in v["_aws"]["CloudWatchMetrics"].as_array().expect("directives") {
-            assert_eq!(d["Namespace"], scim_relay::metrics::NAMESPACE);
+            assert_eq!(d["Namespace"], scim_relay::lambda::metrics::NAMESPACE);
             for m in d["Metrics"].as_array().expect("metrics") {
                 let name = m["Name"].as_str().expect("name").to_owned();
                 assert!(v.get(&name).is_some(), "{name} has no value in {line}");
@@ -919,7 +919,7 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
         for (id, a) in &alarms {
             assert_eq!(a["AlarmActions"], json!([topic]), "{id} notifies the alert topic");
             let dims = alarm_dimensions(a);
-            if a["Namespace"] == scim_relay::metrics::NAMESPACE {
+            if a["Namespace"] == scim_relay::lambda::metrics::NAMESPACE {
                 // The very metric (name, dimension names and values) the
                 // binary emits in this stack: another stack's never matches.
                 let name = a["MetricName"].as_str().expect("MetricName");
@@ -929,7 +929,7 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
                     dimension_names(&emitted, name)
                 );
                 assert_eq!(
-                    dims.get(scim_relay::metrics::STACK_DIMENSION),
+                    dims.get(scim_relay::lambda::metrics::STACK_DIMENSION),
                     Some(&function_name.as_str().unwrap().to_owned())
                 );
             } else if a["Namespace"] == "AWS/Lambda" {
@@ -962,7 +962,7 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
         let dl = by_metric("DaysLeft");
         assert_eq!(
             alarm_dimensions(&dl).into_keys().collect::<Vec<_>>(),
-            [scim_relay::metrics::STACK_DIMENSION],
+            [scim_relay::lambda::metrics::STACK_DIMENSION],
             "DaysLeft without SecretId covers every target of this stack"
         );
         assert_eq!((dl["Statistic"].as_str(), dl["Threshold"].as_i64()), (Some("Minimum"), Some(7)));
@@ -971,7 +971,7 @@ fn alarms_watch_what_the_binary_emits_and_notify_the_topic() {
         let lt = by_metric("LiveTokenValid");
         assert_eq!(
             alarm_dimensions(&lt).into_keys().collect::<Vec<_>>(),
-            [scim_relay::metrics::STACK_DIMENSION],
+            [scim_relay::lambda::metrics::STACK_DIMENSION],
             "LiveTokenValid without SecretId covers every target of this stack"
         );
         assert_eq!((lt["Statistic"].as_str(), lt["Threshold"].as_i64()), (Some("Minimum"), Some(1)));
@@ -1010,11 +1010,11 @@ fn two_stacks_never_share_a_metric() {
     assert!(a.is_disjoint(&b), "{:?}", a.intersection(&b).collect::<Vec<_>>());
     // Every metric has the stack dimension in every dimension set.
     for (name, dims) in &a {
-        assert!(dims.contains_key(scim_relay::metrics::STACK_DIMENSION), "{name} {dims:?}");
+        assert!(dims.contains_key(scim_relay::lambda::metrics::STACK_DIMENSION), "{name} {dims:?}");
     }
     // Outside Lambda (no AWS_LAMBDA_FUNCTION_NAME) the stack is named by the fallback.
     if std::env::var("AWS_LAMBDA_FUNCTION_NAME").is_err() {
-        assert_eq!(scim_relay::metrics::stack_name(), scim_relay::metrics::DEFAULT_STACK_NAME);
+        assert_eq!(scim_relay::lambda::metrics::stack_name(), scim_relay::lambda::metrics::DEFAULT_STACK_NAME);
     }
 }
 
@@ -1055,7 +1055,7 @@ fn the_dashboard_draws_what_the_binary_emits() {
     let search = |title: &str, metric: &str, dims: &[&str]| {
         let w = widget(title);
         let expr = w["metrics"][0][0]["expression"].as_str().expect("an expression").to_owned();
-        let schema = format!("{{{},{}}}", scim_relay::metrics::NAMESPACE, dims.join(","));
+        let schema = format!("{{{},{}}}", scim_relay::lambda::metrics::NAMESPACE, dims.join(","));
         assert!(
             expr.starts_with(&format!("SEARCH('{schema} MetricName=\"{metric}\" FunctionName=\"{function_name}\"'")),
             "{expr}"
@@ -1084,7 +1084,7 @@ fn the_dashboard_draws_what_the_binary_emits() {
             let name = row[1].as_str().unwrap().to_owned();
             let pairs: Vec<&str> = row[2..].iter().filter_map(Json::as_str).collect();
             let dims: BTreeMap<String, String> = pairs.chunks(2).map(|c| (c[0].to_owned(), c[1].to_owned())).collect();
-            if ns == scim_relay::metrics::NAMESPACE {
+            if ns == scim_relay::lambda::metrics::NAMESPACE {
                 assert!(
                     emitted.contains(&(name.clone(), dims.clone())),
                     "the dashboard draws {name} {dims:?}, not emitted"

@@ -7,7 +7,7 @@
 
 use crate::common::*;
 use entra_sim::{Fault, Route};
-use scim_relay::renew::{Outcome, LABEL_APPLIED, LABEL_REJECTED};
+use scim_relay::core::renew::{Outcome, LABEL_APPLIED, LABEL_REJECTED};
 use serde_json::{json, Value};
 
 const APPLE: [&str; 2] =

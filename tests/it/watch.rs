@@ -3,15 +3,15 @@
 
 use crate::common::*;
 use entra_sim::{Fault, Route};
-use scim_relay::alert::AlertKind;
-use scim_relay::handler::Decoded;
-use scim_relay::relay::Targets;
-use scim_relay::renew::Outcome;
+use scim_relay::core::alert::AlertKind;
+use scim_relay::core::renew::Outcome;
+use scim_relay::lambda::handler::Decoded;
+use scim_relay::lambda::relay::Targets;
 use serde_json::{json, Value};
 
 const EXPIRY: &str = "2030-06-30T00:00:00Z";
 
-fn kinds(r: &scim_relay::relay::RunReport) -> Vec<AlertKind> {
+fn kinds(r: &scim_relay::lambda::relay::RunReport) -> Vec<AlertKind> {
     r.results.iter().flat_map(|r| r.alerts.clone()).collect()
 }
 
