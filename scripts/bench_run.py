@@ -564,8 +564,11 @@ def main():
                           None, f"<= {c}", at_most=c)
                 table.add(f"{tag}: Graph tokens fetched", [r["access_tokens_issued"] for r in rows], "", None, "1",
                           at_most=1)
+                # Two since issue 12: the new version, and the applied one
+                # (expiry is computed from the value and keys the sealed
+                # records; tags are never read back as truth).
                 table.add(f"{tag}: reads of one secret, max", [r["max_reads_per_secret"] for r in rows], "",
-                          None, "<= 1", at_most=1)
+                          None, "<= 2", at_most=2)
                 table.add(f"{tag}: describes of one secret, max", [r["max_describes_per_secret"] for r in rows], "",
                           None, "<= 1", at_most=1)
                 table.add(f"{tag}: peak RSS (MB)", [r["peak_rss_bytes"] for r in rows], "MB")

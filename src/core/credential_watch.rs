@@ -155,7 +155,7 @@ impl Facts<'_> {
         };
         body.push_str(&format!(
             "\nWhat to do next:\n{next}\nTo stop renewing it at all, switch to ENTRA_AUTH=federated (AWS outbound identity\n\
-             federation), which stores nothing that expires: see README \"Graph credentials\".\n"
+             federation), which stores nothing that expires: see docs/graph-credentials.md.\n"
         ));
         Alert {
             kind,

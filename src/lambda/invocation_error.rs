@@ -57,17 +57,17 @@ impl InvocationError {
             Self::BadRequest(why) => format!(
                 "{why}. Nothing was changed. Invoke with an EventBridge schedule or Secrets Manager event, or with \
                  {{\"action\": \"sync\"|\"check\"|\"validate\"|\"apply\", \"secret_id\": ..., \"dry_run\": ..., \
-                 \"force\": ...}} ({{}} syncs every target); see README \"Running it by hand\"."
+                 \"force\": ...}} ({{}} syncs every target); see docs/operations.md \"Running it by hand\"."
             ),
             Self::Configuration(why) => format!(
                 "scim-relay is not configured correctly: {why}. Nothing was read or changed. Fix the setting in the \
-                 function's environment (with SAM: the stack parameter that sets it) and invoke again; see README \
-                 \"Configuration\"."
+                 function's environment (with SAM: the stack parameter that sets it) and invoke again; see \
+                 docs/configuration.md."
             ),
             Self::TargetsFailed { failed, total, undelivered } => {
                 let mut m = format!(
-                    "{} of {total} target(s) failed: {}. The other targets ran. Fix the cause each names (README \
-                     \"Runbook: alerts\", `failed`); a scheduled or retried run finishes what this one left, as every \
+                    "{} of {total} target(s) failed: {}. The other targets ran. Fix the cause each names (docs/runbook.md, \
+                     `failed`); a scheduled or retried run finishes what this one left, as every \
                      step is safe to repeat.",
                     failed.len(),
                     failed.join(" | ")
@@ -188,7 +188,10 @@ mod tests {
     #[test]
     fn the_diagnostic_has_a_stable_type_and_a_message_that_says_what_to_do() {
         let cases = [
-            (InvocationError::BadRequest("refused the invocation payload: unknown action `x`".into()), "README"),
+            (
+                InvocationError::BadRequest("refused the invocation payload: unknown action `x`".into()),
+                "docs/operations.md",
+            ),
             (InvocationError::Configuration("ENTRA_CLIENT_ID: `nope` is not a GUID".into()), "Fix the setting"),
             (InvocationError::from_report(&report(&[Outcome::Failed], &[])).unwrap(), "Fix the cause"),
             (InvocationError::AlertsUndelivered(vec!["expiring for x: no topic".into()]), "sns:Publish"),
