@@ -599,3 +599,21 @@ async fn provisioning_settings_survive_a_rollback_through_the_real_binary() {
     assert!(inv.error().error_message.contains("ENTRA_SYNC_ALL"), "{:?}", inv.error());
     assert_eq!(w.entra_writes(), 0);
 }
+
+/// The Lambda handler is a library function: the same code path as the
+/// binary's, called directly (decode, run, result or typed error).
+#[tokio::test]
+async fn the_handler_is_a_function_tests_can_call() {
+    let w = World::new("handler-fn").await;
+    let t = w.token("h");
+    w.sim.accept_token(&t);
+    w.put(&t).await;
+    let relay = w.relay();
+    let ok = scim_relay::lambda::handler::invoke(&relay, &json!({}), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(ok["results"][0]["outcome"], "applied", "{ok}");
+    let bad = scim_relay::lambda::handler::invoke(&relay, &json!({"action": "rotate"}), Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.error_type(), "BadRequest");
+    assert!(bad.message().contains("unknown action"), "{}", bad.message());
+}
