@@ -419,19 +419,6 @@ fn unsealed(v: &str) -> &str {
     v.rsplit_once('@').map(|(value, _)| value).unwrap_or(v)
 }
 
-async fn credential_tags(w: &World, id: &str) -> std::collections::HashMap<String, String> {
-    w.sm.describe_secret()
-        .secret_id(id)
-        .send()
-        .await
-        .unwrap()
-        .tags
-        .unwrap_or_default()
-        .into_iter()
-        .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
-        .collect()
-}
-
 #[tokio::test]
 async fn client_secret_expiry_alerts_once_per_threshold_then_daily() {
     let w = World::new("credsecret").await;
@@ -471,10 +458,7 @@ async fn client_secret_expiry_alerts_once_per_threshold_then_daily() {
     {
         assert!(body.contains(want), "{want}: {body}");
     }
-    assert_eq!(
-        unsealed(&credential_tags(&w, &w.client_secret_id).await[TAG_CREDENTIAL_EXPIRY_WARNED]),
-        format!("{version}:1")
-    );
+    assert_eq!(unsealed(&w.tags_of(&w.client_secret_id).await[TAG_CREDENTIAL_EXPIRY_WARNED]), format!("{version}:1"));
 
     // Expired: once per UTC day, and sign-in keeps working meanwhile in
     // the simulator (whose clock is real), so only the alert tells.
@@ -487,7 +471,7 @@ async fn client_secret_expiry_alerts_once_per_threshold_then_daily() {
     assert_eq!(per_run, [true, false, true, true]);
     let alerts = w.alerts().await;
     assert!(alerts.iter().any(|(s, _)| s == "scim-relay: the relay's own Graph credential has EXPIRED"));
-    assert_eq!(unsealed(&credential_tags(&w, &w.client_secret_id).await[TAG_CREDENTIAL_EXPIRED_ALERTED]), "2030-07-02");
+    assert_eq!(unsealed(&w.tags_of(&w.client_secret_id).await[TAG_CREDENTIAL_EXPIRED_ALERTED]), "2030-07-02");
 
     // A new client secret (a new version) starts the thresholds afresh.
     let value = json!({"client_secret": CLIENT_SECRET, "expires_at": "2032-06-30"});
@@ -524,7 +508,7 @@ async fn a_certificate_shared_by_two_targets_is_watched_once_per_run() {
     {
         assert!(own[0].1.contains(want), "{want}: {}", own[0].1);
     }
-    assert!(unsealed(&credential_tags(&w, &id).await[TAG_CREDENTIAL_EXPIRY_WARNED]).ends_with(":14"));
+    assert!(unsealed(&w.tags_of(&id).await[TAG_CREDENTIAL_EXPIRY_WARNED]).ends_with(":14"));
     // A dry run never alerts.
     w.set_days_before(CREDENTIAL_EXPIRY, 6.0);
     let r = w.invoke(json!({"dry_run": true})).await.unwrap();
@@ -547,7 +531,7 @@ async fn an_undelivered_credential_alert_is_sent_by_the_next_run() {
     let err = r.error_summary().expect("an undelivered alert makes the invocation an error");
     assert!(err.contains("the relay's credential"), "{err}");
     assert!(r.results[0].message.contains("could not be delivered"), "{}", r.results[0].message);
-    assert!(!credential_tags(&w, &w.client_secret_id).await.contains_key(TAG_CREDENTIAL_EXPIRY_WARNED));
+    assert!(!w.tags_of(&w.client_secret_id).await.contains_key(TAG_CREDENTIAL_EXPIRY_WARNED));
     // SNS is back: the same alert goes out once.
     w.proxy.set_fault_always("sns.Publish", None);
     assert_eq!(kinds(&w.sync().await), [AlertKind::Expiring]);

@@ -384,9 +384,14 @@ impl World {
     }
 
     pub async fn tags(&self) -> HashMap<String, String> {
+        self.tags_of(self.id()).await
+    }
+
+    /// The tags of any secret (a target, or the relay's own credential).
+    pub async fn tags_of(&self, id: &str) -> HashMap<String, String> {
         self.sm
             .describe_secret()
-            .secret_id(self.id())
+            .secret_id(id)
             .send()
             .await
             .unwrap()
